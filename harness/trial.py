@@ -1,0 +1,172 @@
+"""One trial, start to end: a function of (task, agent, model, index, output folder).
+
+1. agent sandbox from the task's image, /workspace = task's workspace/
+2. the agent runs; /workspace is copied out as the submission; the sandbox is destroyed
+3. a FRESH verifier sandbox grades the submission on cores held exclusively
+4. trial.json is written, whatever happened (except on cancellation: then nothing is,
+   so that --resume runs the trial again)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import threading
+import time
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from agents import AgentContext, AgentError, get_agent
+from sandbox import SandboxConfig, SandboxError, get_backend
+
+from .cores import CorePool
+from .models import TrialResult
+from .task import TaskSpec
+from .verify import VerifierError, grade, prepare, verifier_config
+
+AGENT_UID = 1000
+
+
+class Cancelled(Exception):
+    """The run was interrupted; the trial leaves no result."""
+
+
+@dataclass
+class TrialSpec:
+    task: TaskSpec
+    agent: str
+    index: int
+    out_dir: Path
+    run_id: str
+    model: str | None = None
+
+    @property
+    def trial_id(self) -> str:
+        return f"{self.task.name}__{self.agent}__{self.index}"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def make_patch(base: Path, new: Path, limit: int = 2 << 20) -> str:
+    """A unified diff from `base` to `new` (text files; binaries are named, not shown)."""
+    out = []
+    names = sorted({p.relative_to(base) for p in base.rglob("*") if p.is_file()}
+                   | {p.relative_to(new) for p in new.rglob("*") if p.is_file()})
+    for rel in names:
+        a, b = base / rel, new / rel
+        da = a.read_bytes() if a.is_file() else b""
+        db = b.read_bytes() if b.is_file() else b""
+        if da == db:
+            continue
+        try:
+            la, lb = da.decode().splitlines(True), db.decode().splitlines(True)
+        except UnicodeDecodeError:
+            out.append(f"Binary files a/{rel} and b/{rel} differ\n")
+            continue
+        out.extend(difflib.unified_diff(la, lb, f"a/{rel}", f"b/{rel}"))
+        if sum(map(len, out)) > limit:
+            out.append("... (patch cut)\n")
+            break
+    return "".join(out)
+
+
+class _Phases(dict):
+    @contextmanager
+    def __call__(self, name: str):
+        t = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.monotonic() - t, 4)
+
+
+def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "docker",
+              cancel: threading.Event | None = None) -> TrialResult:
+    """Run one trial and write its trial.json. Raises Cancelled if `cancel` is set meanwhile."""
+    task = spec.task
+    trial_dir = spec.out_dir
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / "logs").mkdir(exist_ok=True)
+    labels = {"rdbench.run": spec.run_id, "rdbench.trial": spec.trial_id}
+    Backend = get_backend(backend)
+    result = TrialResult(task=task.name, agent=spec.agent, model=spec.model, trial=spec.index, run_id=spec.run_id,
+                         metric=task.kind if task.kind == "speedup" else None, started_at=now())
+    phases = _Phases()
+    sandboxes = []
+
+    def open_sandbox(config: SandboxConfig):
+        if cancel is not None and cancel.is_set():
+            raise Cancelled()
+        sb = Backend(config)
+        sandboxes.append(sb)
+        return sb
+
+    def close(sb) -> None:
+        with phases("teardown"):
+            sb.close()
+        if sb in sandboxes:
+            sandboxes.remove(sb)
+
+    try:
+        agent = get_agent(spec.agent)
+        with phases("agent_sandbox"):
+            sb = open_sandbox(SandboxConfig(
+                image=image, cpuset=cores.spread(task.resources.cpus, spec.index), memory=task.resources.memory,
+                pids=task.resources.pids, role="agent", labels=labels))
+            sb.copy_in(task.path / "workspace", "/workspace", owner=AGENT_UID)
+        with phases("agent"):
+            outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, model=spec.model))
+        result.stop_reason = outcome.stop_reason
+        result.input_tokens, result.output_tokens, result.cost_usd = (
+            outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)
+        submission = trial_dir / "submission"
+        with phases("submission"):
+            sb.copy_out("/workspace", submission)
+            (trial_dir / "submission.patch").write_text(make_patch(task.path / "workspace", submission))
+        close(sb)
+        with phases("verify"):
+            with cores.exclusive(task.resources.cpus) as cpuset:
+                vsb = open_sandbox(verifier_config(task, image, cpuset, labels))
+                prepare(vsb, task)
+                verdict = grade(vsb, task, submission, trial_dir / "logs")
+        close(vsb)
+        (trial_dir / "verifier.json").write_text(verdict.model_dump_json(indent=2))
+        result.correct = verdict.correct
+        result.metric = verdict.metric
+        result.value = verdict.value if verdict.correct else None
+        for key in ("ci", "baseline_s", "candidate_s", "aa_noise", "flagged", "details"):
+            setattr(result, key, getattr(verdict, key))
+    except AgentError as e:
+        result.correct, result.error_class, result.error = False, "agent", str(e)
+    except (SandboxError, VerifierError) as e:
+        if cancel is not None and cancel.is_set():
+            raise Cancelled() from e
+        result.error_class, result.error = "infra", f"{type(e).__name__}: {e}"
+    except Cancelled:
+        raise
+    except Exception as e:  # a harness bug: loud, and never a score
+        if cancel is not None and cancel.is_set():
+            raise Cancelled() from e
+        (trial_dir / "logs" / "traceback.txt").write_text(traceback.format_exc())
+        result.error_class, result.error = "infra", f"{type(e).__name__}: {e} (traceback in logs/traceback.txt)"
+    finally:
+        for sb in list(sandboxes):
+            close(sb)
+    if result.error_class == "infra":
+        result.correct, result.value = None, None
+    result.phases = dict(phases)
+    result.finished_at = now()
+    write_json_atomic(trial_dir / "trial.json", result.model_dump(mode="json"))
+    return result

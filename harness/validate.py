@@ -1,0 +1,38 @@
+"""`rdbench tasks validate`: a task is valid when its oracle reaches the reference and nop stays at the base."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .models import TrialResult
+from .run import RunConfig, create_run, execute, new_run_id
+from .task import TaskSpec
+
+
+def check(spec: TaskSpec, r: TrialResult) -> str | None:
+    """What is wrong with an oracle or nop result, or None."""
+    s = spec.scoring
+    if r.error_class is not None or not r.correct or r.value is None:
+        return f"{r.agent}: {r.verdict}: {r.error or r.details.get('failure') or 'incorrect'}"
+    if r.agent == "oracle":
+        need = s.reference - s.tolerance * abs(s.reference - s.base) if spec.kind == "score" else s.reference * (1 - s.tolerance)
+        if r.value < need:
+            return f"oracle reached {r.value:.3g}, below reference {s.reference:.3g} (minus tolerance: {need:.3g})"
+    else:
+        span = s.base if spec.kind == "speedup" else abs(s.reference - s.base)
+        if abs(r.value - s.base) > s.tolerance * span:
+            return f"nop reached {r.value:.3g}, not within {s.tolerance:.0%} of the base {s.base:.3g}"
+    return None
+
+
+def validate_task(spec: TaskSpec, images: dict[str, str], out: Path, backend: str) -> tuple[list[str], list[TrialResult]]:
+    problems, results = [], []
+    for agent in ("oracle", "nop"):
+        cfg = RunConfig(run_id=new_run_id(), tasks=[str(spec.path)], agent=agent, backend=backend)
+        run = create_run(cfg, out / agent, [spec])
+        results += execute(run, images=images)
+    for r in results:
+        problem = check(spec, r)
+        if problem:
+            problems.append(problem)
+    return problems, results

@@ -1,0 +1,82 @@
+"""The verifier driver: grade one submission folder in a FRESH sandbox.
+
+    /submission  the candidate (root-owned 0700: the kit stages private copies per run)
+    /baseline    the task's pristine workspace/
+    /verifier    the task's verifier/ plus verify_kit.py (root-only: the candidate cannot read it)
+
+The verdict is read from the verifier's stdout, on a line tagged with a random token
+that only this process and the verifier know: never from a file the candidate could
+write, never from a line the candidate could print.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sandbox import Sandbox, SandboxConfig
+
+from .models import VerifierResult
+from .task import TaskSpec
+
+KIT_SOURCE = (Path(__file__).parent / "verify_kit.py").read_text()
+RESULT_TAG = "RDBENCH_RESULT"
+
+
+class VerifierError(Exception):
+    """The verifier crashed, timed out or printed no valid verdict: an infrastructure error."""
+
+
+def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict[str, str], gpus=()) -> SandboxConfig:
+    return SandboxConfig(image=image, cpuset=cpuset, memory=task.resources.memory, pids=task.resources.pids,
+                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus))
+
+
+def prepare(sb: Sandbox, task: TaskSpec) -> None:
+    """Copy the baseline and the verifier in (done before the submission exists)."""
+    sb.copy_in(task.path / "workspace", "/baseline", owner=0, mode=0o700)
+    sb.copy_in(task.path / "verifier", "/verifier", owner=0, mode=0o700)
+    sb.write_file("/verifier/verify_kit.py", KIT_SOURCE.encode(), mode=0o600)
+
+
+def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None) -> VerifierResult:
+    """Copy the submission into a prepared verifier sandbox and run the verifier."""
+    sb.copy_in(submission, "/submission", owner=0, mode=0o700)
+    token = secrets.token_hex(16)
+    env = {
+        "RDBENCH_RESULT_TOKEN": token,
+        "RDBENCH_SECRET_SEED": str(secrets.randbits(62)),
+        "RDBENCH_SUBMISSION": sb.path("/submission"),
+        "RDBENCH_BASELINE": sb.path("/baseline"),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s, max_output=4 << 20)
+    if log_dir is not None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        (log_dir / "verifier.stdout").write_text(r.stdout)
+        (log_dir / "verifier.stderr").write_text(r.stderr)
+    if r.timed_out:
+        raise VerifierError(f"verifier timed out after {task.verifier.timeout_s:.0f} s")
+    prefix = f"{RESULT_TAG} {token} "
+    lines = [ln[len(prefix):] for ln in r.stdout.splitlines() if ln.startswith(prefix)]
+    if not lines:
+        tail = r.stderr.strip()[-1500:]
+        raise VerifierError(f"verifier printed no verdict (exit {r.returncode}): {tail}")
+    try:
+        return VerifierResult.model_validate(json.loads(lines[-1]))
+    except (json.JSONDecodeError, ValidationError) as e:
+        raise VerifierError(f"verifier printed an invalid verdict: {e}") from e
+
+
+def verify_folder(task: TaskSpec, submission: Path, *, backend, image: str, cpuset: str | None = None,
+                  labels: dict[str, str] | None = None, log_dir: Path | None = None) -> VerifierResult:
+    """Grade a folder from scratch: fresh sandbox, prepare, grade, destroy."""
+    sb = backend(verifier_config(task, image, cpuset, labels or {}))
+    try:
+        prepare(sb, task)
+        return grade(sb, task, submission, log_dir)
+    finally:
+        sb.close()

@@ -1,0 +1,128 @@
+"""Sandboxes: where agent tool calls and verifiers run.
+
+The whole surface is the `Sandbox` protocol below. Backends live one per module
+and are chosen by name through `BACKENDS`, imported lazily so that a missing
+optional SDK gives an install hint instead of an import crash.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+#: Every container rdbench starts carries this label, so leftovers can be found.
+LABEL = "rdbench"
+
+#: Default cap on captured stdout/stderr of one exec, per stream.
+DEFAULT_MAX_OUTPUT = 1 << 20
+
+
+class SandboxError(Exception):
+    """A fault of the sandbox itself (engine down, container gone): an infrastructure error."""
+
+
+class SandboxFileNotFound(SandboxError, FileNotFoundError):
+    """A path asked for does not exist inside the sandbox."""
+
+
+@dataclass
+class ExecResult:
+    """What one command did. A non-zero exit or a timeout is data, not an exception."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    duration_s: float
+    timed_out: bool = False
+    #: True when stdout or stderr was cut at the output cap.
+    truncated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0 and not self.timed_out
+
+
+@dataclass
+class SandboxConfig:
+    """How to start one sandbox. Defaults are the security boundary; loosen nothing lightly."""
+
+    image: str
+    #: cpus the sandbox may use, as a cpuset string ("0", "0-1"); None = all.
+    cpuset: str | None = None
+    #: number of cpus of CFS quota; None = no quota beyond the cpuset.
+    cpus: float | None = None
+    memory: str = "2g"
+    pids: int = 512
+    #: "agent": uid 1000, no capabilities. "verifier": root with only the capabilities
+    #: needed to run the candidate as another user and clean up after it.
+    role: str = "agent"
+    env: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    #: whole GPUs by device id (Docker: device requests; local: CUDA_VISIBLE_DEVICES).
+    gpus: list[int] = field(default_factory=list)
+    workdir: str = "/workspace"
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """An isolated place to run commands. All paths are absolute paths inside the sandbox."""
+
+    def exec(
+        self,
+        cmd: str | list[str],
+        *,
+        timeout: float | None = None,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        max_output: int = DEFAULT_MAX_OUTPUT,
+    ) -> ExecResult:
+        """Run `cmd` (a string goes through bash -c). On timeout the whole process tree is
+        killed and `timed_out` is set. Raises SandboxError if the sandbox itself fails."""
+        ...
+
+    def path(self, p: str) -> str:
+        """Where sandbox path `p` is as seen by commands inside (the same, except for the local backend)."""
+        ...
+
+    def read_file(self, path: str) -> bytes:
+        """Raises SandboxFileNotFound if `path` is missing, SandboxError otherwise."""
+        ...
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        """Creates parent folders. Raises SandboxError."""
+        ...
+
+    def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
+        """Copy host folder `src` to sandbox folder `dst` (its contents end up in `dst`).
+        `owner` sets uid=gid of every file (default: the sandbox's own user); `mode` sets the mode
+        of `dst` itself. Raises SandboxError."""
+        ...
+
+    def copy_out(self, src: str, dst: Path) -> None:
+        """Copy sandbox folder `src`'s contents into host folder `dst`. Raises SandboxFileNotFound,
+        SandboxError."""
+        ...
+
+    def close(self) -> None:
+        """Destroy the sandbox and everything in it. Idempotent; never raises."""
+        ...
+
+
+#: backend name -> "module:factory". A factory takes a SandboxConfig and returns a Sandbox.
+BACKENDS = {
+    "docker": ("sandbox.docker", "DockerSandbox", "pip install docker"),
+    "local": ("sandbox.local", "LocalSandbox", None),
+}
+
+
+def get_backend(name: str):
+    """Return the Sandbox class for a backend name, with an install hint if its SDK is missing."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown sandbox backend {name!r}; choose one of {sorted(BACKENDS)}")
+    module, attr, hint = BACKENDS[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise SandboxError(f"backend {name!r} needs a package that is missing ({e}); try: {hint}") from e

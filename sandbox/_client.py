@@ -1,0 +1,61 @@
+"""Host side of the exec server protocol (see _server.py), shared by every backend."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import threading
+from pathlib import Path
+from typing import Callable
+
+from . import ExecResult, SandboxError, SandboxFileNotFound
+
+SERVER_SOURCE = (Path(__file__).parent / "_server.py").read_bytes()
+#: The sandbox's command: read the server's source from stdin and run it (keeps `ps` short).
+BOOT_ARGV = ["python3", "-u", "-c",
+             "import sys;b=sys.stdin.buffer;exec(compile(b.read(int(b.readline())),'rdbench-exec-server','exec'))"]
+BOOT_PAYLOAD = b"%d\n" % len(SERVER_SOURCE) + SERVER_SOURCE
+
+
+class ServerClient:
+    """Sends one request at a time and reads its answer. `send` writes bytes to the server's
+    stdin; `recv_line` returns one line of its stdout (b"" when the stream is gone)."""
+
+    def __init__(self, send: Callable[[bytes], None], recv_line: Callable[[], bytes], name: str):
+        self._send = send
+        self._recv_line = recv_line
+        self._name = name
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        send(BOOT_PAYLOAD)
+
+    def request(self, op: str, **fields) -> dict:
+        req = {"op": op, "id": next(self._ids), **fields}
+        with self._lock:
+            try:
+                self._send(json.dumps(req).encode() + b"\n")
+                line = self._recv_line()
+            except OSError as e:
+                raise SandboxError(f"{self._name}: lost the exec server: {e}") from e
+        if not line:
+            raise SandboxError(f"{self._name}: the exec server is gone (sandbox killed, or out of memory?)")
+        resp = json.loads(line)
+        if resp.get("id") != req["id"]:
+            raise SandboxError(f"{self._name}: exec server answered out of order")
+        if resp.get("error") == "not_found":
+            raise SandboxFileNotFound(resp["message"])
+        if "error" in resp:
+            raise SandboxError(f"{self._name}: {resp['message']}")
+        return resp
+
+    def exec(self, cmd, *, timeout, cwd, env, max_output) -> ExecResult:
+        argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        r = self.request("exec", cmd=argv, cwd=cwd, env=env or {}, timeout=timeout, max_output=max_output)
+        return ExecResult(r["returncode"], r["stdout"], r["stderr"], r["duration_s"], r["timed_out"], r["truncated"])
+
+    def read_file(self, path: str) -> bytes:
+        return base64.b64decode(self.request("read", path=path)["data"])
+
+    def write_file(self, path: str, data: bytes, mode: int) -> None:
+        self.request("write", path=path, data=base64.b64encode(data).decode(), mode=mode)

@@ -1,0 +1,268 @@
+"""Docker backend, on the official `docker` SDK.
+
+One container per sandbox, started with tini as PID 1 (`init=True`, so teardown is a
+SIGKILL away) and the exec server as its command. The host talks to the server over the
+container's attached stdin/stdout: one hijacked connection, no `docker exec` per call.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import struct
+import tarfile
+import time
+from pathlib import Path, PurePosixPath
+
+import docker
+import docker.errors
+
+from . import LABEL, SandboxConfig, SandboxError, SandboxFileNotFound
+from ._client import BOOT_ARGV, ServerClient
+
+AGENT_UID = 1000
+#: What root in a verifier sandbox keeps: enough to run the candidate as another user,
+#: own its files and kill what it leaves behind. The agent sandbox keeps nothing.
+VERIFIER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"]
+#: Largest folder copy_out accepts (a submission that fills the disk is not copied whole).
+MAX_COPY_OUT = 2 << 30
+
+
+def client_from_env() -> docker.DockerClient:
+    """A Docker client, or a SandboxError that says how to start an engine."""
+    try:
+        client = docker.from_env(timeout=600)
+        client.ping()
+        return client
+    except Exception as e:
+        raise SandboxError(
+            f"no Docker engine answers ({e.__class__.__name__}: {e}). Start one (e.g. `dockerd &`), "
+            "or use the local backend (--sandbox local) on a machine without Docker."
+        ) from e
+
+
+def owner_labels() -> dict[str, str]:
+    """Labels that let `rdbench clean` tell a dead run's containers from a live one's."""
+    return {LABEL: "1", "rdbench.pid": str(os.getpid()), "rdbench.host": socket.gethostname()}
+
+
+class _AttachStream:
+    """Reads Docker's multiplexed attach stream (8-byte frame headers) line by line."""
+
+    def __init__(self, sock):
+        self.sock = getattr(sock, "_sock", sock)
+        self.sock.settimeout(None)
+        self.buf = bytearray()
+        self.stderr = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _recv_exact(self, n: int) -> bytes:
+        out = bytearray()
+        while len(out) < n:
+            chunk = self.sock.recv(n - len(out))
+            if not chunk:
+                return b""
+            out += chunk
+        return bytes(out)
+
+    def recv_line(self) -> bytes:
+        while b"\n" not in self.buf:
+            header = self._recv_exact(8)
+            if not header:
+                return b""
+            kind, size = header[0], struct.unpack(">I", header[4:])[0]
+            payload = self._recv_exact(size)
+            if kind == 1:
+                self.buf += payload
+            else:  # the server's own stderr: keep the tail for error messages
+                self.stderr = (self.stderr + payload)[-8192:]
+        i = self.buf.index(b"\n") + 1
+        line, self.buf = bytes(self.buf[:i]), self.buf[i:]
+        return line
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def tar_folder(src: Path, arcroot: str, owner: int | None, mode: int | None) -> bytes:
+    """A tar of `src` whose entries live under `arcroot`, owned by `owner` if given."""
+
+    def fix(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        if owner is not None:
+            info.uid = info.gid = owner
+            info.uname = info.gname = ""
+        if info.name == arcroot and mode is not None:
+            info.mode = mode
+        return info
+
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w") as tar:
+        tar.add(str(src), arcname=arcroot, filter=fix)
+    return data.getvalue()
+
+
+def untar_stripped(stream, dst: Path, max_bytes: int) -> None:
+    """Extract a tar stream into `dst`, dropping its top folder. Links that leave `dst`,
+    device files and absolute paths are refused (tarfile's "data" filter): the stream
+    comes from an agent's sandbox."""
+    raw = io.BytesIO()
+    for chunk in stream:
+        raw.write(chunk)
+        if raw.tell() > max_bytes:
+            raise SandboxError(f"folder is larger than {max_bytes} bytes; not copied")
+    raw.seek(0)
+    dst.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=raw) as tar:
+        members = []
+        for m in tar.getmembers():
+            parts = PurePosixPath(m.name).parts
+            if len(parts) <= 1:
+                continue
+            m.name = str(PurePosixPath(*parts[1:]))
+            if m.islnk():
+                m.linkname = str(PurePosixPath(*PurePosixPath(m.linkname).parts[1:]))
+            members.append(m)
+        tar.extractall(dst, members=members, filter="data")
+
+
+class DockerSandbox:
+    """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
+
+    def __init__(self, config: SandboxConfig, client: docker.DockerClient | None = None):
+        self.config = config
+        self.client = client or client_from_env()
+        verifier = config.role == "verifier"
+        labels = {**owner_labels(), **config.labels}
+        kwargs = dict(
+            image=config.image,
+            command=BOOT_ARGV,
+            stdin_open=True,
+            detach=True,
+            init=True,
+            user="0:0" if verifier else f"{AGENT_UID}:{AGENT_UID}",
+            working_dir=config.workdir,
+            network_mode="none",
+            cap_drop=["ALL"],
+            cap_add=VERIFIER_CAPS if verifier else None,
+            security_opt=["no-new-privileges"],
+            mem_limit=config.memory,
+            memswap_limit=config.memory,
+            pids_limit=config.pids,
+            cpuset_cpus=config.cpuset,
+            nano_cpus=int(config.cpus * 1e9) if config.cpus else None,
+            labels=labels,
+            environment={"HOME": "/root" if verifier else "/tmp", "PYTHONUNBUFFERED": "1", **config.env},
+        )
+        if config.gpus:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(device_ids=[str(g) for g in config.gpus], capabilities=[["gpu"]])
+            ]
+        self.container = None
+        self._stream = None
+        try:
+            self.container = self.client.containers.create(**kwargs)
+            self.name = self.container.short_id
+            self._stream = _AttachStream(
+                self.client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+            )
+            self.container.start()
+            self._server = ServerClient(self._stream.send, self._stream.recv_line, f"container {self.name}")
+            self._server.request("ping")
+        except docker.errors.ImageNotFound as e:
+            self.close()
+            raise SandboxError(f"image {config.image!r} not found; build it with `rdbench images build`") from e
+        except (docker.errors.DockerException, OSError, SandboxError) as e:
+            detail = bytes(self._stream.stderr).decode(errors="replace") if self._stream else ""
+            self.close()
+            raise SandboxError(f"could not start a sandbox from {config.image!r}: {e} {detail}".strip()) from e
+
+    def path(self, p: str) -> str:
+        return p
+
+    def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20):
+        return self._server.exec(cmd, timeout=timeout, cwd=cwd, env=env, max_output=max_output)
+
+    def read_file(self, path: str) -> bytes:
+        return self._server.read_file(path)
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._server.write_file(path, data, mode)
+
+    def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
+        dst_path = PurePosixPath(dst)
+        if owner is None:  # the sandbox's own user
+            owner = 0 if self.config.role == "verifier" else AGENT_UID
+        data = tar_folder(Path(src), dst_path.name, owner, mode)
+        try:
+            self.container.put_archive(str(dst_path.parent), data)
+        except docker.errors.DockerException as e:
+            raise SandboxError(f"copy into {dst} failed: {e}") from e
+
+    def copy_out(self, src: str, dst: Path, max_bytes: int = MAX_COPY_OUT) -> None:
+        try:
+            stream, _ = self.container.get_archive(src)
+        except docker.errors.NotFound as e:
+            raise SandboxFileNotFound(f"no such folder in the sandbox: {src}") from e
+        except docker.errors.DockerException as e:
+            raise SandboxError(f"copy out of {src} failed: {e}") from e
+        untar_stripped(stream, Path(dst), max_bytes)
+
+    def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+        if self.container is not None:
+            container, self.container = self.container, None
+            for _ in range(3):
+                try:
+                    container.remove(force=True)
+                    return
+                except docker.errors.NotFound:
+                    return
+                except docker.errors.APIError:  # "removal already in progress" and the like
+                    time.sleep(0.2)
+                except Exception:
+                    return
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def remove_containers(client: docker.DockerClient, *, run_id: str | None = None, dead_only: bool = True) -> list[str]:
+    """Remove rdbench containers: those of `run_id`, or (dead_only) those whose owning
+    process on this host is gone. Returns the short ids removed."""
+    filters = {"label": [f"{LABEL}=1"] + ([f"rdbench.run={run_id}"] if run_id else [])}
+    removed = []
+    for c in client.containers.list(all=True, filters=filters):
+        labels = c.labels
+        if dead_only and run_id is None and labels.get("rdbench.host") == socket.gethostname():
+            if _alive(labels.get("rdbench.pid", "")):
+                continue  # its owner still runs
+        try:
+            c.remove(force=True)
+            removed.append(c.short_id)
+        except docker.errors.NotFound:
+            pass
+    return removed
+
+
+def _alive(pid: str) -> bool:
+    try:
+        n = int(pid)
+        if n <= 0:
+            return False
+        os.kill(n, 0)
+        return True
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True

@@ -1,0 +1,109 @@
+"""Local-process backend: for machines without Docker (a GPU box, say).
+
+IT DOES NOT ISOLATE. Commands run as the calling user on the host, with the host's
+network and files. Sandbox paths (/workspace, /submission, ...) are folders under a
+private temporary root; `path()` says where one is as seen by a command. Use it only
+for agents and submissions you trust.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+from . import SandboxConfig, SandboxError, SandboxFileNotFound
+from ._client import BOOT_ARGV, ServerClient
+from ._server import descendants
+
+
+class LocalSandbox:
+    """A Sandbox as a host process tree under a temporary root. See `sandbox.Sandbox`."""
+
+    isolates = False
+
+    def __init__(self, config: SandboxConfig):
+        warnings.warn("local sandbox backend: no isolation (no network, user, cpu or memory limits)", stacklevel=2)
+        self.config = config
+        self.root = Path(tempfile.mkdtemp(prefix="rdbench-local-"))
+        env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root), "HOME": str(self.root / "home")}
+        if config.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
+        (self.root / "home").mkdir()
+        Path(self.path(config.workdir)).mkdir(parents=True, exist_ok=True)
+        self._proc = subprocess.Popen(
+            [sys.executable, *BOOT_ARGV[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            cwd=self.path(config.workdir), env=env, start_new_session=True,
+        )
+        self.name = f"local:{self.root.name}"
+        self._server = ServerClient(self._send, self._proc.stdout.readline, self.name)
+        self._server.request("ping")
+
+    def _send(self, data: bytes) -> None:
+        self._proc.stdin.write(data)
+        self._proc.stdin.flush()
+
+    def path(self, p: str) -> str:
+        """Where sandbox path `p` is, as seen by commands in this sandbox."""
+        if not p.startswith("/"):
+            return p
+        return str(self.root / p.lstrip("/"))
+
+    def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20):
+        return self._server.exec(cmd, timeout=timeout, cwd=self.path(cwd or self.config.workdir), env=env,
+                                 max_output=max_output)
+
+    def read_file(self, path: str) -> bytes:
+        return self._server.read_file(self.path(path))
+
+    def write_file(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        self._server.write_file(self.path(path), data, mode)
+
+    def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
+        target = Path(self.path(dst))
+        try:
+            shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True)
+            if mode is not None:
+                target.chmod(mode)
+            if owner is not None and os.geteuid() == 0:
+                for p in [target, *target.rglob("*")]:
+                    os.lchown(p, owner, owner)
+        except OSError as e:
+            raise SandboxError(f"copy into {dst} failed: {e}") from e
+
+    def copy_out(self, src: str, dst: Path) -> None:
+        source = Path(self.path(src))
+        if not source.is_dir():
+            raise SandboxFileNotFound(f"no such folder in the sandbox: {src}")
+        try:
+            shutil.copytree(source, dst, dirs_exist_ok=True, symlinks=True)
+        except OSError as e:
+            raise SandboxError(f"copy out of {src} failed: {e}") from e
+
+    def close(self) -> None:
+        proc = getattr(self, "_proc", None)
+        if proc is not None:
+            self._proc = None
+            for pid in [proc.pid, *descendants(proc.pid)]:  # commands run in sessions of their own
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            proc.wait()
+            for f in (proc.stdin, proc.stdout):
+                try:
+                    f.close()
+                except OSError:
+                    pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

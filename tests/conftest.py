@@ -1,0 +1,70 @@
+"""Shared fixtures. Docker tests use the real engine and the real base image; with no
+engine they fail (set RDBENCH_SKIP_DOCKER=1 to skip them knowingly)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TASKS = ROOT / "tasks"
+
+
+def _docker_or_fail():
+    if os.environ.get("RDBENCH_SKIP_DOCKER") == "1":
+        pytest.skip("RDBENCH_SKIP_DOCKER=1")
+    from sandbox import SandboxError
+    from sandbox.docker import client_from_env
+
+    try:
+        return client_from_env()
+    except SandboxError as e:
+        pytest.fail(f"these tests need a Docker engine: {e}")
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    return _docker_or_fail()
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client):
+    from sandbox.images import build_base_image
+
+    return build_base_image(docker_client, log=lambda m: print(m, file=sys.stderr))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leaked_containers():
+    """After the whole suite, no container labelled rdbench=1 that the suite made is left."""
+    if os.environ.get("RDBENCH_SKIP_DOCKER") == "1" or shutil.which("docker") is None:
+        yield
+        return
+    before = _rdbench_containers()
+    yield
+    leaked = _rdbench_containers() - before
+    assert not leaked, f"containers labelled rdbench=1 leaked by the tests: {sorted(leaked)}"
+
+
+def _rdbench_containers() -> set[str]:
+    r = subprocess.run(["docker", "ps", "-aq", "--filter", "label=rdbench=1"], capture_output=True, text=True)
+    return set(r.stdout.split())
+
+
+@pytest.fixture
+def primes_task():
+    from harness.task import load_task
+
+    return load_task(TASKS / "py-primes")
+
+
+def rdbench(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None):
+    """Run the real `rdbench` console script."""
+    exe = Path(sys.executable).with_name("rdbench")
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})})
