@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from results.summary import fmt_value, summary_table
 from sandbox import SandboxError
 
 from .run import RunConfig, RunError, create_run, execute, new_run_id, open_run
@@ -24,8 +25,8 @@ tasks_app = typer.Typer(help="List, validate and scaffold task folders.", no_arg
 images_app = typer.Typer(help="Build sandbox images (offline).", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
-console = Console()
-err = Console(stderr=True)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 TASKS_ROOT = Path(os.environ.get("RDBENCH_TASKS", "tasks"))
 SANDBOX_HELP = "docker (isolated) or local (no isolation: for machines without Docker)"
@@ -64,25 +65,8 @@ def ensure_images(tasks: list[TaskSpec], backend: str) -> dict[str, str]:
     return images
 
 
-def fmt_value(r) -> str:
-    if r.value is None:
-        return "-"
-    unit = "x" if r.metric == "speedup" else ""
-    ci = f" [{r.ci[0]:.2f}, {r.ci[1]:.2f}]" if r.ci else ""
-    return f"{r.value:.2f}{unit}{ci}"
-
-
 def print_summary(results, title: str) -> None:
-    table = Table(title=title)
-    for col in ("task", "agent", "model", "#", "verdict", "value [95% CI]", "A/A noise", "time", "note"):
-        table.add_column(col)
-    colors = {"correct": "green", "failed": "yellow", "infra error": "red"}
-    for r in sorted(results, key=lambda r: (r.task, r.agent, r.trial)):
-        note = r.error or r.flagged or r.stop_reason or ""
-        table.add_row(r.task, r.agent, r.model or "-", str(r.trial), f"[{colors[r.verdict]}]{r.verdict}[/]",
-                      fmt_value(r), f"{r.aa_noise:.1%}" if r.aa_noise is not None else "-",
-                      f"{sum(r.phases.values()):.1f}s", note[:80])
-    console.print(table)
+    console.print(summary_table(results, title))
 
 
 def _sigterm(signum, frame):

@@ -52,6 +52,8 @@ class TrialResult(BaseModel):
     aa_noise: float | None = None
     flagged: str | None = None
     phases: dict[str, float] = Field({}, description="seconds per phase: image, agent_sandbox, agent, submission, verify, teardown")
+    verify_cpuset: str | None = Field(None, description="cores held exclusively while verifying")
+    verify_window: list[float] | None = Field(None, description="[start, end] of verification, Unix time")
     error_class: ErrorClass | None = None
     error: str | None = None
     stop_reason: str | None = None

@@ -9,7 +9,6 @@ unfinished: `resume` runs exactly those again.
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -147,16 +146,3 @@ def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
         raise
     pool.shutdown(wait=True)
     return results
-
-
-def summary_rows(results: list[TrialResult]) -> list[dict]:
-    rows = []
-    for r in sorted(results, key=lambda r: (r.task, r.agent, r.trial)):
-        rows.append({
-            "task": r.task, "agent": r.agent, "model": r.model or "-", "trial": r.trial, "verdict": r.verdict,
-            "value": r.value, "ci": r.ci, "aa_noise": r.aa_noise, "seconds": sum(r.phases.values()),
-            "error": r.error, "flagged": r.flagged,
-        })
-    return rows
-
-

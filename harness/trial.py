@@ -138,9 +138,11 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         close(sb)
         with phases("verify"):
             with cores.exclusive(task.resources.cpus) as cpuset:
+                result.verify_cpuset, start = cpuset, time.time()
                 vsb = open_sandbox(verifier_config(task, image, cpuset, labels))
                 prepare(vsb, task)
                 verdict = grade(vsb, task, submission, trial_dir / "logs")
+                result.verify_window = [start, time.time()]
         close(vsb)
         (trial_dir / "verifier.json").write_text(verdict.model_dump_json(indent=2))
         result.correct = verdict.correct

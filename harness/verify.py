@@ -65,8 +65,10 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
     if not lines:
         tail = r.stderr.strip()[-1500:]
         raise VerifierError(f"verifier printed no verdict (exit {r.returncode}): {tail}")
+    if len(lines) > 1:  # the verifier emits once: anything more is a leak or a forgery
+        raise VerifierError(f"verifier printed {len(lines)} verdicts; refusing all of them")
     try:
-        return VerifierResult.model_validate(json.loads(lines[-1]))
+        return VerifierResult.model_validate(json.loads(lines[0]))
     except (json.JSONDecodeError, ValidationError) as e:
         raise VerifierError(f"verifier printed an invalid verdict: {e}") from e
 
