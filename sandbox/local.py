@@ -31,7 +31,8 @@ class LocalSandbox:
         warnings.warn("local sandbox backend: no isolation (no network, user, cpu or memory limits)", stacklevel=2)
         self.config = config
         self.root = Path(tempfile.mkdtemp(prefix="rdbench-local-"))
-        env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root), "HOME": str(self.root / "home")}
+        env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root),
+               "RDBENCH_LOCAL_SANDBOX": "1", "HOME": str(self.root / "home")}
         if config.gpus:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
         (self.root / "home").mkdir()

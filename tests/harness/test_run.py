@@ -128,3 +128,12 @@ def test_bad_cli_input_is_one_clear_error(tmp_path):
     assert r.returncode == 2 and "at least one task" in r.stderr
     for out in (r.stderr, r.stdout):
         assert "Traceback" not in out
+
+
+def test_local_backend_runs_a_trial_and_says_it_does_not_isolate(tmp_path):
+    r = rdbench("run", "py-primes", "--agent", "oracle", "--sandbox", "local", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    (t,) = trials(tmp_path / "run").values()
+    assert t.correct and t.value > 1.0
+    assert t.details["isolated"] is False
+    assert "no isolation" in r.stderr
