@@ -83,6 +83,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
     resume: Optional[Path] = typer.Option(None, help="a run folder: re-run only its unfinished trials"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
+    repeats: Optional[int] = typer.Option(None, min=1, help="timed runs per program (default: the task's; fewer is noisier)"),
 ):
     """Run an agent on tasks and print the verdicts."""
     if resume is not None:
@@ -105,7 +106,7 @@ def run(
         specs = load_tasks(tasks)
         run_id = new_run_id()
         config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in specs], agent=agent, model=model,
-                           trials=trials, concurrency=concurrency, backend=sandbox)
+                           trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats)
         try:
             the_run = create_run(config, out or Path("runs") / run_id, specs)
         except RunError as e:
@@ -151,8 +152,9 @@ def verify(
     task: str = typer.Argument(..., help="task folder or name"),
     submission: Path = typer.Option(..., help="folder to grade, like the task's workspace/"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
+    repeats: Optional[int] = typer.Option(None, min=1, help="timed runs per program (default: the task's)"),
 ):
-    """Grade any folder with a task's verifier, in a fresh sandbox."""
+    """Grade any folder with a task's verifier, in a fresh sandbox. Exit 0: correct; 3: incorrect."""
     from sandbox import get_backend
 
     from .cores import CorePool
@@ -164,7 +166,8 @@ def verify(
     try:
         image = ensure_images([spec], sandbox)[spec.name]
         with CorePool().exclusive(spec.resources.cpus) as cpuset:
-            v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset)
+            v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset,
+                             repeats=repeats)
     except (SandboxError, VerifierError) as e:
         fail(str(e), 1)
     console.print_json(v.model_dump_json())

@@ -35,6 +35,7 @@ class RunConfig(BaseModel):
     trials: int = 1
     concurrency: int = 1
     backend: str = "docker"
+    repeats: int | None = None
     created_at: str = ""
 
 
@@ -84,7 +85,8 @@ class Run:
                 d = trial_dir(self.run_dir, task.name, self.config.agent, i)
                 if not finished(load_trial(d)):
                     todo.append(TrialSpec(task=task, agent=self.config.agent, index=i, out_dir=d,
-                                          run_id=self.config.run_id, model=self.config.model))
+                                          run_id=self.config.run_id, model=self.config.model,
+                                          repeats=self.config.repeats))
         return todo
 
     def all_results(self) -> list[TrialResult]:

@@ -52,6 +52,7 @@ class AgentLimits(_Strict):
 class VerifierSpec(_Strict):
     command: str = Field("python3 verify.py", description="run in /verifier as root; prints the verdict")
     timeout_s: float = Field(1800, gt=0, description="wall time of the whole verification")
+    repeats: int = Field(5, ge=1, le=100, description="timed runs of baseline and of candidate (RDBENCH_REPEATS)")
 
 
 class Scoring(_Strict):

@@ -43,6 +43,8 @@ class TrialSpec:
     out_dir: Path
     run_id: str
     model: str | None = None
+    #: timed runs per program in the verifier (None: the task's own number)
+    repeats: int | None = None
 
     @property
     def trial_id(self) -> str:
@@ -141,7 +143,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
                 result.verify_cpuset, start = cpuset, time.time()
                 vsb = open_sandbox(verifier_config(task, image, cpuset, labels))
                 prepare(vsb, task)
-                verdict = grade(vsb, task, submission, trial_dir / "logs")
+                verdict = grade(vsb, task, submission, trial_dir / "logs", spec.repeats)
                 result.verify_window = [start, time.time()]
         close(vsb)
         (trial_dir / "verifier.json").write_text(verdict.model_dump_json(indent=2))

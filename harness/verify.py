@@ -42,8 +42,10 @@ def prepare(sb: Sandbox, task: TaskSpec) -> None:
     sb.write_file("/verifier/verify_kit.py", KIT_SOURCE.encode(), mode=0o600)
 
 
-def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None) -> VerifierResult:
-    """Copy the submission into a prepared verifier sandbox and run the verifier."""
+def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None,
+          repeats: int | None = None) -> VerifierResult:
+    """Copy the submission into a prepared verifier sandbox and run the verifier.
+    `repeats` overrides the task's number of timed runs (fewer: quicker, noisier)."""
     sb.copy_in(submission, "/submission", owner=0, mode=0o700)
     token = secrets.token_hex(16)
     env = {
@@ -52,6 +54,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         "RDBENCH_SUBMISSION": sb.path("/submission"),
         "RDBENCH_BASELINE": sb.path("/baseline"),
         "PYTHONDONTWRITEBYTECODE": "1",
+        "RDBENCH_REPEATS": str(repeats or task.verifier.repeats),
     }
     r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s, max_output=4 << 20)
     if log_dir is not None:
@@ -74,11 +77,12 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
 
 
 def verify_folder(task: TaskSpec, submission: Path, *, backend, image: str, cpuset: str | None = None,
-                  labels: dict[str, str] | None = None, log_dir: Path | None = None) -> VerifierResult:
+                  labels: dict[str, str] | None = None, log_dir: Path | None = None,
+                  repeats: int | None = None) -> VerifierResult:
     """Grade a folder from scratch: fresh sandbox, prepare, grade, destroy."""
     sb = backend(verifier_config(task, image, cpuset, labels or {}))
     try:
         prepare(sb, task)
-        return grade(sb, task, submission, log_dir)
+        return grade(sb, task, submission, log_dir, repeats)
     finally:
         sb.close()

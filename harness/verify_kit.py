@@ -45,6 +45,11 @@ def isolated():
     return os.geteuid() == 0 and os.environ.get("RDBENCH_LOCAL_SANDBOX") != "1"
 
 
+def repeats(default=5):
+    """Timed runs per program: the task's [verifier] repeats, or a --repeats override."""
+    return max(1, int(os.environ.get("RDBENCH_REPEATS", default)))
+
+
 def secret_seed():
     """The per-verification secret seed, for hidden inputs. Never passed to programs under test."""
     seed = os.environ.get("RDBENCH_SECRET_SEED")

@@ -186,6 +186,8 @@ class DockerSandbox:
         return p
 
     def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20):
+        # the server enforces `timeout`; this guards against a server that stops answering
+        self._stream.sock.settimeout(None if timeout is None else timeout + 60)
         return self._server.exec(cmd, timeout=timeout, cwd=cwd, env=env, max_output=max_output)
 
     def read_file(self, path: str) -> bytes:

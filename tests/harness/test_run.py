@@ -137,3 +137,11 @@ def test_local_backend_runs_a_trial_and_says_it_does_not_isolate(tmp_path):
     assert t.correct and t.value > 1.0
     assert t.details["isolated"] is False
     assert "no isolation" in r.stderr
+
+
+def test_repeats_override_reaches_the_verifier(base_image, tmp_path):
+    task = scaffold("quick", tmp_path / "tasks")
+    r = rdbench("run", str(task), "--agent", "oracle", "--repeats", "2", "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    (t,) = trials(tmp_path / "run").values()
+    assert len(t.baseline_s) == len(t.candidate_s) == 2

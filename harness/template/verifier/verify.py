@@ -4,7 +4,6 @@ import random
 
 import verify_kit as kit
 
-REPEATS = 5
 
 
 def attempt(src, uid, n, expected):
@@ -26,7 +25,7 @@ def main():
     b, c, ok, note = kit.interleaved(
         lambda: attempt(kit.BASELINE, kit.BASELINE_UID, n, expected),
         lambda: attempt(kit.SUBMISSION, kit.CANDIDATE_UID, n, expected),
-        repeats=REPEATS, warmup=1, seed=kit.secret_seed(), log=kit.log,
+        repeats=kit.repeats(), warmup=1, seed=kit.secret_seed(), log=kit.log,
     )
     kit.emit(kit.speedup_verdict(b, c, ok, note, plausible_max=1000.0))
 

@@ -9,7 +9,6 @@ import verify_kit as kit
 N_QUERIES = 40
 MAX_HI = 2_000_000
 WIDTH = 4_000
-REPEATS = 5
 RUN_TIMEOUT_S = 60.0
 
 
@@ -62,7 +61,7 @@ def main():
     b, c, ok, note = kit.interleaved(
         lambda: attempt(kit.BASELINE, kit.BASELINE_UID, queries, expected),
         lambda: attempt(kit.SUBMISSION, kit.CANDIDATE_UID, queries, expected),
-        repeats=REPEATS, warmup=1, seed=kit.secret_seed(), log=kit.log,
+        repeats=kit.repeats(), warmup=1, seed=kit.secret_seed(), log=kit.log,
     )
     kit.emit(kit.speedup_verdict(b, c, ok, note, plausible_max=200.0, details={"queries": N_QUERIES}))
 
