@@ -252,17 +252,20 @@ def aa_noise(times):
     return abs(1.0 - median(times[0::2]) / median(times[1::2]))
 
 
-def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None):
+def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None, baseline_first=False):
     """Time two programs in randomised, interleaved order.
 
     `baseline` and `candidate` are callables returning (seconds, ok, note). Warm-up runs
     count for correctness but not for time. Stops early, with ok False, at the candidate's
-    first wrong run. Returns (baseline_s, candidate_s, ok, note)."""
+    first wrong run. `baseline_first` fixes the order of the first pair only (when the
+    baseline's first run sets the candidate's target). Returns (baseline_s, candidate_s, ok, note)."""
     rng = random.Random(seed)
     b_times, c_times = [], []
     for i in range(warmup + repeats):
         order = [("baseline", baseline), ("candidate", candidate)]
         rng.shuffle(order)
+        if i == 0 and baseline_first:
+            order.sort(key=lambda o: o[0] != "baseline")
         for name, fn in order:
             secs, ok, note = fn()
             if log:

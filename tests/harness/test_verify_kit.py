@@ -65,3 +65,17 @@ def test_speedup_verdict_flags_implausible_values():
     assert "flagged" not in v and v["ci"] == [pytest.approx(2.0), pytest.approx(2.0)]
     v = kit.speedup_verdict([1.0], [], False, "wrong")
     assert v["correct"] is False and v["value"] is None and v["details"]["failure"] == "wrong"
+
+
+def test_interleaved_baseline_first_fixes_only_the_first_pair():
+    calls = []
+
+    def prog(name):
+        def f():
+            calls.append(name)
+            return 1.0, True, ""
+        return f
+
+    kit.interleaved(prog("b"), prog("c"), repeats=30, warmup=0, seed=3, baseline_first=True)
+    assert calls[0] == "b"
+    assert "c" in calls[2::2]  # later pairs are still shuffled
