@@ -1,88 +1,195 @@
-"""Reference solution: PyTorch kernels and autograd instead of numpy, fused Adam, and a
-better training algorithm (10x the learning rate, warm-up, cosine decay; well under half
-the baseline's steps). Same architecture, same weight format.
+"""Reference solution: the same model and weight format, trained fast.
+
+- Implementation: float32; every product a single BLAS call through numpy over the whole
+  batch (heads batched too); everything between the products fused into small C kernels
+  (kernels.c, compiled here at start-up: its cost is in the timing) working in place on
+  preallocated buffers; all parameters, gradients and Adam moments in flat buffers, so
+  Adam is one call.
+- Algorithm: a 20x higher peak learning rate with warm-up and cosine decay reaches the
+  baseline's loss in well under half of its steps.
 
     python3 train.py CORPUS.txt WEIGHTS.npz
 """
 
-import math
+import ctypes
+import os
+import subprocess
 import sys
+import tempfile
 
 import numpy as np
-import torch
-import torch.nn.functional as Fn
 
 ALPHABET = "\n ,.;?abcdefghijklmnopqrstuvwxyz"
 V, T, L, H, C = 32, 64, 2, 4, 64
 HS = C // H
 batch_size = 16
-max_steps = 420
-learning_rate = 5e-3
+max_steps = 450
+learning_rate = 6e-3
 warmup_steps = 20
 min_lr_frac = 0.1
+beta1, beta2, adam_eps = 0.9, 0.99, 1e-8
 seed = 1337
+F = np.float32
 
-torch.manual_seed(seed)
-gen = torch.Generator().manual_seed(seed)
+# ---- the C kernels ----
+here = os.path.dirname(os.path.abspath(__file__))
+build = tempfile.mkdtemp()
+so = os.path.join(build, "kernels.so")
+subprocess.run(["gcc", "-O3", "-march=native", "-ffast-math", "-shared", "-fPIC", os.path.join(here, "kernels.c"),
+                "-fopenmp", "-o", so, "-lm"], check=True)
+lib = ctypes.CDLL(so)
+P_, I_, L_, F_ = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+for name, args in {
+    "ln_fwd": [P_] * 6 + [I_, I_], "ln_bwd": [P_] * 7 + [I_, I_], "bias_gelu_fwd": [P_] * 4 + [I_, I_],
+    "gelu_bwd": [P_] * 3 + [I_, I_], "causal_softmax": [P_, I_, I_, F_], "softmax_bwd": [P_, P_, I_, I_, F_],
+    "xent_fwd_bwd": [P_, P_, I_, I_], "adam": [P_] * 4 + [L_, F_, F_, F_, F_], "colsum": [P_, P_, I_, I_],
+    "embed_bwd": [P_] * 4 + [I_, I_, I_],
+}.items():
+    getattr(lib, name).argtypes = args
+lib.xent_fwd_bwd.restype = F_
+
+
+def ptr(a):
+    return a.ctypes.data
+
+
+# ---- data ----
 with open(sys.argv[1], "rb") as f:
     raw = np.frombuffer(f.read(), dtype=np.uint8)
 lut = np.zeros(256, dtype=np.int64)
 lut[np.frombuffer(ALPHABET.encode(), dtype=np.uint8)] = np.arange(V)
-data = torch.from_numpy(lut[raw])
-offsets = torch.arange(T + 1)
+data = lut[raw]
+rng = np.random.default_rng(seed)
+offsets = np.arange(T + 1)
 
-
-def param(*shape, std=None, fill=None):
-    t = torch.full(shape, float(fill)) if fill is not None else torch.randn(*shape, generator=gen) * std
-    return t.requires_grad_()
-
-
-p = {"wte": param(V, C, std=0.02), "wpe": param(T, C, std=0.02)}
+# ---- parameters, gradients and Adam moments: views into flat buffers ----
+shapes = {"wte": (V, C), "wpe": (T, C)}
 for i in range(L):
     h = f"h{i}."
-    p[h + "ln1_g"], p[h + "ln1_b"] = param(C, fill=1), param(C, fill=0)
-    p[h + "attn_w"], p[h + "attn_b"] = param(C, 3 * C, std=0.02), param(3 * C, fill=0)
-    p[h + "proj_w"], p[h + "proj_b"] = param(C, C, std=0.02 / math.sqrt(2 * L)), param(C, fill=0)
-    p[h + "ln2_g"], p[h + "ln2_b"] = param(C, fill=1), param(C, fill=0)
-    p[h + "fc_w"], p[h + "fc_b"] = param(C, 4 * C, std=0.02), param(4 * C, fill=0)
-    p[h + "fc2_w"], p[h + "fc2_b"] = param(4 * C, C, std=0.02 / math.sqrt(2 * L)), param(C, fill=0)
-p["lnf_g"], p["lnf_b"] = param(C, fill=1), param(C, fill=0)
-p["head_w"] = param(C, V, std=0.02)
+    shapes.update({h + "ln1_g": (C,), h + "ln1_b": (C,), h + "attn_w": (C, 3 * C), h + "attn_b": (3 * C,),
+                   h + "proj_w": (C, C), h + "proj_b": (C,), h + "ln2_g": (C,), h + "ln2_b": (C,),
+                   h + "fc_w": (C, 4 * C), h + "fc_b": (4 * C,), h + "fc2_w": (4 * C, C), h + "fc2_b": (C,)})
+shapes.update({"lnf_g": (C,), "lnf_b": (C,), "head_w": (C, V)})
+n_params = sum(int(np.prod(s)) for s in shapes.values())
+W, G, M, Vm = (np.zeros(n_params, F) for _ in range(4))
 
 
-def loss_fn(idx, tgt):
-    B = idx.shape[0]
-    x = p["wte"][idx] + p["wpe"]
-    for i in range(L):
+def views(flat):
+    out, at = {}, 0
+    for name, s in shapes.items():
+        n = int(np.prod(s))
+        out[name] = flat[at:at + n].reshape(s)
+        at += n
+    return out
+
+
+p, g = views(W), views(G)
+for name, s in shapes.items():
+    if name.endswith("_g"):
+        p[name][...] = 1.0
+    elif name.endswith("_b"):
+        p[name][...] = 0.0
+    else:
+        std = 0.02 / np.sqrt(2 * L) if name.endswith(("proj_w", "fc2_w")) else 0.02
+        p[name][...] = rng.normal(0, std, s)
+
+# ---- activation buffers, allocated once ----
+B, N = batch_size, batch_size * T
+SCALE = 1.0 / np.sqrt(HS)
+
+
+def buf(*s):
+    return np.zeros(s, F)
+
+
+x, dx, tmpc, xf, xhf, rf, logits = buf(N, C), buf(N, C), buf(N, C), buf(N, C), buf(N, C), buf(N), buf(N, V)
+layers = [dict(a_in=buf(N, C), xh1=buf(N, C), r1=buf(N), qkv=buf(N, 3 * C), att=buf(B, H, T, T), y=buf(B, T, H, HS),
+               m_in=buf(N, C), xh2=buf(N, C), r2=buf(N), f=buf(N, 4 * C), t=buf(N, 4 * C), gl=buf(N, 4 * C))
+          for _ in range(L)]
+d4 = buf(N, 4 * C)
+datt = buf(B, H, T, T)
+dy4 = buf(B, H, T, HS)
+dqkv = buf(N, 3 * C)
+dqkv5 = dqkv.reshape(B, T, 3, H, HS)
+
+
+def step(idx, tgt):
+    """Forward and backward on one batch into G; returns the loss."""
+    np.add(p["wte"][idx.reshape(N)].reshape(B, T, C), p["wpe"], out=x.reshape(B, T, C))
+    for i, c in enumerate(layers):
         h = f"h{i}."
-        a = Fn.layer_norm(x, (C,), p[h + "ln1_g"], p[h + "ln1_b"]) @ p[h + "attn_w"] + p[h + "attn_b"]
-        q, k, v = a.view(B, T, 3, H, HS).permute(2, 0, 3, 1, 4)
-        y = Fn.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(B, T, C)
-        x = x + y @ p[h + "proj_w"] + p[h + "proj_b"]
-        hid = Fn.layer_norm(x, (C,), p[h + "ln2_g"], p[h + "ln2_b"]) @ p[h + "fc_w"] + p[h + "fc_b"]
-        x = x + Fn.gelu(hid, approximate="tanh") @ p[h + "fc2_w"] + p[h + "fc2_b"]
-    logits = Fn.layer_norm(x, (C,), p["lnf_g"], p["lnf_b"]) @ p["head_w"]
-    return Fn.cross_entropy(logits.view(-1, V), tgt.reshape(-1))
+        lib.ln_fwd(ptr(x), ptr(p[h + "ln1_g"]), ptr(p[h + "ln1_b"]), ptr(c["a_in"]), ptr(c["xh1"]), ptr(c["r1"]), N, C)
+        np.matmul(c["a_in"], p[h + "attn_w"], out=c["qkv"])
+        c["qkv"] += p[h + "attn_b"]
+        q, k, v = c["qkv"].reshape(B, T, 3, H, HS).transpose(2, 0, 3, 1, 4)
+        np.matmul(q, k.transpose(0, 1, 3, 2), out=c["att"])
+        lib.causal_softmax(ptr(c["att"]), B * H, T, SCALE)
+        np.matmul(c["att"], v, out=c["y"].transpose(0, 2, 1, 3))
+        y = c["y"].reshape(N, C)
+        np.matmul(y, p[h + "proj_w"], out=tmpc)
+        np.add(x, tmpc, out=x)
+        np.add(x, p[h + "proj_b"], out=x)
+        lib.ln_fwd(ptr(x), ptr(p[h + "ln2_g"]), ptr(p[h + "ln2_b"]), ptr(c["m_in"]), ptr(c["xh2"]), ptr(c["r2"]), N, C)
+        np.matmul(c["m_in"], p[h + "fc_w"], out=c["f"])
+        lib.bias_gelu_fwd(ptr(c["f"]), ptr(p[h + "fc_b"]), ptr(c["gl"]), ptr(c["t"]), N, 4 * C)
+        np.matmul(c["gl"], p[h + "fc2_w"], out=tmpc)
+        np.add(x, tmpc, out=x)
+        np.add(x, p[h + "fc2_b"], out=x)
+    lib.ln_fwd(ptr(x), ptr(p["lnf_g"]), ptr(p["lnf_b"]), ptr(xf), ptr(xhf), ptr(rf), N, C)
+    np.matmul(xf, p["head_w"], out=logits)
+    loss = lib.xent_fwd_bwd(ptr(logits), ptr(tgt), N, V)
+
+    G[...] = 0.0
+    np.matmul(xf.T, logits, out=g["head_w"])
+    np.matmul(logits, p["head_w"].T, out=tmpc)
+    dx[...] = 0.0
+    lib.ln_bwd(ptr(tmpc), ptr(xhf), ptr(rf), ptr(p["lnf_g"]), ptr(dx), ptr(g["lnf_g"]), ptr(g["lnf_b"]), N, C)
+    for i in reversed(range(L)):
+        h, c = f"h{i}.", layers[i]
+        np.matmul(c["gl"].T, dx, out=g[h + "fc2_w"])
+        lib.colsum(ptr(dx), ptr(g[h + "fc2_b"]), N, C)
+        np.matmul(dx, p[h + "fc2_w"].T, out=d4)
+        lib.gelu_bwd(ptr(d4), ptr(c["f"]), ptr(c["t"]), N, 4 * C)
+        lib.colsum(ptr(d4), ptr(g[h + "fc_b"]), N, 4 * C)
+        np.matmul(c["m_in"].T, d4, out=g[h + "fc_w"])
+        np.matmul(d4, p[h + "fc_w"].T, out=tmpc)
+        lib.ln_bwd(ptr(tmpc), ptr(c["xh2"]), ptr(c["r2"]), ptr(p[h + "ln2_g"]), ptr(dx), ptr(g[h + "ln2_g"]),
+                   ptr(g[h + "ln2_b"]), N, C)
+        y = c["y"].reshape(N, C)
+        np.matmul(y.T, dx, out=g[h + "proj_w"])
+        lib.colsum(ptr(dx), ptr(g[h + "proj_b"]), N, C)
+        np.matmul(dx, p[h + "proj_w"].T, out=tmpc)
+        np.copyto(dy4, tmpc.reshape(B, T, H, HS).transpose(0, 2, 1, 3))
+        q, k, v = c["qkv"].reshape(B, T, 3, H, HS).transpose(2, 0, 3, 1, 4)
+        np.matmul(c["att"].transpose(0, 1, 3, 2), dy4, out=dqkv5[:, :, 2].transpose(0, 2, 1, 3))
+        np.matmul(dy4, v.transpose(0, 1, 3, 2), out=datt)
+        lib.softmax_bwd(ptr(datt), ptr(c["att"]), B * H, T, SCALE)
+        np.matmul(datt, k, out=dqkv5[:, :, 0].transpose(0, 2, 1, 3))
+        np.matmul(datt.transpose(0, 1, 3, 2), q, out=dqkv5[:, :, 1].transpose(0, 2, 1, 3))
+        np.matmul(c["a_in"].T, dqkv, out=g[h + "attn_w"])
+        lib.colsum(ptr(dqkv), ptr(g[h + "attn_b"]), N, 3 * C)
+        np.matmul(dqkv, p[h + "attn_w"].T, out=tmpc)
+        lib.ln_bwd(ptr(tmpc), ptr(c["xh1"]), ptr(c["r1"]), ptr(p[h + "ln1_g"]), ptr(dx), ptr(g[h + "ln1_g"]),
+                   ptr(g[h + "ln1_b"]), N, C)
+    lib.embed_bwd(ptr(dx), ptr(idx), ptr(g["wte"]), ptr(g["wpe"]), N, T, C)
+    return loss
 
 
-def lr_at(step):
-    if step <= warmup_steps:
-        return learning_rate * step / warmup_steps
-    frac = (step - warmup_steps) / (max_steps - warmup_steps)
-    return learning_rate * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + math.cos(math.pi * frac)))
+def lr_at(s):
+    if s <= warmup_steps:
+        return learning_rate * s / warmup_steps
+    frac = (s - warmup_steps) / (max_steps - warmup_steps)
+    return learning_rate * (min_lr_frac + (1 - min_lr_frac) * 0.5 * (1 + np.cos(np.pi * frac)))
 
 
-opt = torch.optim.Adam(p.values(), lr=learning_rate, betas=(0.9, 0.99), eps=1e-8, foreach=True)
-for step in range(1, max_steps + 1):
-    for group in opt.param_groups:
-        group["lr"] = lr_at(step)
-    starts = torch.randint(0, len(data) - T - 1, (batch_size,), generator=gen)
+for s in range(1, max_steps + 1):
+    starts = rng.integers(0, len(data) - T - 1, size=B)
     window = data[starts[:, None] + offsets]
-    loss = loss_fn(window[:, :-1], window[:, 1:])
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    if step % 100 == 0:
-        print(f"step {step} loss {loss.item():.4f}", flush=True)
+    idx, tgt = np.ascontiguousarray(window[:, :-1]), np.ascontiguousarray(window[:, 1:])
+    loss = step(idx, tgt)
+    a = lr_at(s) * np.sqrt(1 - beta2 ** s) / (1 - beta1 ** s)
+    lib.adam(ptr(W), ptr(G), ptr(M), ptr(Vm), n_params, beta1, beta2, a, adam_eps * np.sqrt(1 - beta2 ** s))
+    if s % 100 == 0:
+        print(f"step {s} loss {loss:.4f}", flush=True)
 
-np.savez(sys.argv[2], **{name: t.detach().numpy() for name, t in p.items()})
+np.savez(sys.argv[2], **p)

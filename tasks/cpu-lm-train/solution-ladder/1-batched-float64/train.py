@@ -1,6 +1,6 @@
 """Ladder rung 1: every op batched over sequences and heads (still float64).
 
-Same recipe as the baseline (Adam 3e-4, 1000 steps of 16x64 tokens); only the
+Same recipe as the baseline (Adam 3e-4, 1200 steps of 16x64 tokens); only the
 implementation changes: every op batched over sequences and heads, softmax and
 cross-entropy fused, layer-norm and GELU backward written with few temporaries, the
 embedding gradient as a one-hot matmul, Adam updating in place, and malloc told to keep
@@ -17,7 +17,7 @@ ALPHABET = "\n ,.;?abcdefghijklmnopqrstuvwxyz"
 V, T, L, H, C = 32, 64, 2, 4, 64
 HS = C // H
 batch_size = 16
-max_steps = 1000
+max_steps = 1200
 learning_rate = 3e-4
 warmup_steps = 0
 min_lr_frac = 1.0  # 1.0 = constant learning rate
