@@ -9,7 +9,6 @@
 
 /* y = (x - mean) * rstd * g + b, saving xhat and rstd for backward */
 void ln_fwd(const float *x, const float *g, const float *b, float *y, float *xhat, float *rstd, int n, int c) {
-#pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         const float *xr = x + (int64_t)i * c;
         float mu = 0.f, var = 0.f;
@@ -45,7 +44,6 @@ void ln_bwd(const float *dout, const float *xhat, const float *rstd, const float
 
 /* f += bias (in place), then out = gelu(f), saving tanh for backward */
 void bias_gelu_fwd(float *f, const float *bias, float *out, float *t, int n, int c) {
-#pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         float *fr = f + (int64_t)i * c, *orow = out + (int64_t)i * c, *tr = t + (int64_t)i * c;
         for (int j = 0; j < c; j++) {
@@ -60,7 +58,6 @@ void bias_gelu_fwd(float *f, const float *bias, float *out, float *t, int n, int
 
 /* d = d * gelu'(f), in place (the bias gradient is its column sum: colsum) */
 void gelu_bwd(float *d, const float *f, const float *t, int n, int c) {
-#pragma omp parallel for schedule(static)
     for (int i = 0; i < n; i++) {
         float *dr = d + (int64_t)i * c;
         const float *fr = f + (int64_t)i * c, *tr = t + (int64_t)i * c;
@@ -74,7 +71,6 @@ void gelu_bwd(float *d, const float *f, const float *t, int n, int c) {
 
 /* rows of length t x t per (batch, head): scale, causal mask, softmax, in place */
 void causal_softmax(float *att, int nbh, int t, float scale) {
-#pragma omp parallel for schedule(static)
     for (int m = 0; m < nbh; m++) {
         for (int i = 0; i < t; i++) {
             float *row = att + ((int64_t)m * t + i) * t;
@@ -91,7 +87,6 @@ void causal_softmax(float *att, int nbh, int t, float scale) {
 
 /* datt := att * (datt - rowsum(datt * att)) * scale, in place */
 void softmax_bwd(float *datt, const float *att, int nbh, int t, float scale) {
-#pragma omp parallel for schedule(static)
     for (int64_t r = 0; r < (int64_t)nbh * t; r++) {
         float *d = datt + r * t;
         const float *a = att + r * t;
@@ -122,7 +117,6 @@ float xent_fwd_bwd(float *logits, const int64_t *targets, int n, int v) {
 
 /* one Adam step over the flat parameter buffer; a = lr * sqrt(1-b2^t) / (1-b1^t) */
 void adam(float *w, const float *g, float *m, float *v, int64_t n, float b1, float b2, float a, float eps) {
-#pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
         float mi = b1 * m[i] + (1.f - b1) * gi;

@@ -36,7 +36,7 @@ here = os.path.dirname(os.path.abspath(__file__))
 build = tempfile.mkdtemp()
 so = os.path.join(build, "kernels.so")
 subprocess.run(["gcc", "-O3", "-march=native", "-ffast-math", "-shared", "-fPIC", os.path.join(here, "kernels.c"),
-                "-fopenmp", "-o", so, "-lm"], check=True)
+                "-o", so, "-lm"], check=True)
 lib = ctypes.CDLL(so)
 P_, I_, L_, F_ = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
 for name, args in {

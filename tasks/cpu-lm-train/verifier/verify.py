@@ -137,6 +137,8 @@ def main():
                 loss = heldout_loss(load_weights(out), heldout_tokens)
             except BadWeights as e:
                 return r.wall_s, False, str(e)
+            if not np.isfinite(loss):
+                return r.wall_s, False, "held-out loss is not finite"
             losses[which].append(loss)
             if which == "baseline":
                 if state["target"] is None:

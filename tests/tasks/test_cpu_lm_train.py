@@ -1,0 +1,160 @@
+"""cpu-lm-train: the verifier's own forward pass, and the cheats it must defeat.
+
+Every test here runs the real verifier in a real verifier sandbox, against the real
+baseline (about 95 s a run on a 2-core machine), so each cheat test takes ~2 minutes.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sandbox import SandboxConfig
+from sandbox.docker import DockerSandbox
+from tests.conftest import TASKS, rdbench
+
+TASK = TASKS / "cpu-lm-train"
+pytestmark = pytest.mark.slow
+
+
+def verify(submission: Path, repeats: int = 1) -> dict:
+    r = rdbench("verify", str(TASK), "--submission", str(submission), "--repeats", str(repeats), timeout=1800)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+def overlay(tmp_path: Path, *folders: Path) -> Path:
+    sub = tmp_path / "submission"
+    for f in (TASK / "workspace", *folders):
+        shutil.copytree(f, sub, dirs_exist_ok=True)
+    return sub
+
+
+def test_verifier_forward_pass_matches_the_baseline(base_image, docker_client):
+    """The verifier's own forward pass computes exactly the baseline model's loss."""
+    script = r'''
+import sys, numpy as np
+sys.path[:0] = ["/verifier", "/workspace"]
+sys.argv = ["train.py", "/tmp/c.txt", "/tmp/w.npz"]
+import data
+open("/tmp/c.txt", "w").write(data.generate(5, 20000))
+src = open("/workspace/train.py").read().split("# ---- optimiser ----")[0]
+g = {}
+exec(compile(src, "train.py", "exec"), g)
+import verify
+p = g["init_params"]()
+rng = np.random.default_rng(1)
+for k in p:
+    p[k] = p[k] + rng.normal(0, 0.3, p[k].shape)
+toks = g["data"][: 8 * 64 + 1]
+ours = np.mean([g["forward"](p, toks[i * 64:(i + 1) * 64], toks[i * 64 + 1:(i + 1) * 64 + 1])[0] for i in range(8)])
+theirs = verify.heldout_loss(p, toks)
+print(ours, theirs)
+assert abs(ours - theirs) < 1e-9, (ours, theirs)
+'''
+    with DockerSandbox(SandboxConfig(image=base_image), docker_client) as sb:
+        sb.copy_in(TASK / "workspace", "/workspace")
+        sb.copy_in(TASK / "verifier", "/verifier")
+        sb.copy_in(Path(__file__).parents[2] / "harness", "/harness")
+        sb.exec("cp /harness/verify_kit.py /verifier/")
+        sb.write_file("/tmp/check.py", script.encode())
+        r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={"RDBENCH_BASELINE": "/workspace"}, timeout=300)
+        assert r.ok, r.stdout + r.stderr
+
+
+def test_pretrained_weights_fail(base_image, docker_client, tmp_path):
+    """Weights trained in advance (here: by the reference solution, on the public language)
+    are worthless on the verifier's secret language."""
+    with DockerSandbox(SandboxConfig(image=base_image, memory="4g"), docker_client) as sb:
+        sb.copy_in(TASK / "workspace", "/workspace")
+        sb.copy_in(TASK / "solution", "/workspace")
+        r = sb.exec("python3 data.py 0 600000 /tmp/c.txt && python3 train.py /tmp/c.txt /workspace/pretrained.npz",
+                    cwd="/workspace", timeout=600)
+        assert r.ok, r.stderr
+        sub = tmp_path / "submission"
+        sb.copy_out("/workspace", sub)
+    (sub / "train.py").write_text(
+        "import os, shutil, sys\n"
+        "shutil.copy(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained.npz'), sys.argv[2])\n")
+    v = verify(sub)
+    assert v["correct"] is False
+    assert "misses the target" in v["details"]["failure"]
+
+
+SNOOPER = r'''
+import glob, os, sys
+# Look for the verifier's secrets: its seed and result token (environment of other
+# processes), its files (/verifier, its private work folders), the held-out text.
+found = []
+for path in glob.glob("/proc/*/environ"):
+    try:
+        blob = open(path, "rb").read()
+    except OSError:
+        continue
+    if b"RDBENCH_SECRET_SEED" in blob or b"RDBENCH_RESULT_TOKEN" in blob:
+        found.append(path)
+for top in ["/verifier", "/baseline", "/submission", "/root"] + glob.glob("/tmp/rdbench-verifier-*"):
+    try:
+        found += [top + "/" + n for n in os.listdir(top)]
+    except OSError:
+        pass
+for path in glob.glob("/tmp/**", recursive=True) + glob.glob("/dev/shm/**", recursive=True):
+    try:
+        if os.path.isfile(path) and "corpus.rdbench" not in path and open(path, "rb").read(1) is not None:
+            if os.stat(path).st_uid != os.getuid():
+                found.append(path)
+    except OSError:
+        pass
+if found:
+    # a cheat that found its prize would use it; this one reports it by failing loudly
+    sys.stderr.write("FOUND %s\n" % found[:10])
+    sys.exit(7)
+'''
+
+
+def test_program_cannot_find_the_hidden_data_or_seed(base_image, tmp_path):
+    """The snooper searches the file system and other processes for the seed, the result
+    token and the verifier's files; had it found any, it would exit non-zero and fail.
+    It passes only because it found nothing, and then trained for real."""
+    sub = overlay(tmp_path, TASK / "solution")
+    train = sub / "train.py"
+    train.write_text(SNOOPER + "\n" + train.read_text().replace("from __future__", "# "))
+    v = verify(sub)
+    assert v["correct"] is True, v["details"].get("failure")
+    assert v["details"]["isolated"] is True
+
+
+def test_shortened_training_fails(base_image, tmp_path):
+    sub = overlay(tmp_path, TASK / "solution")
+    train = sub / "train.py"
+    train.write_text(train.read_text().replace("max_steps = 450", "max_steps = 120"))
+    v = verify(sub)
+    assert v["correct"] is False
+    assert "misses the target" in v["details"]["failure"]
+
+
+def test_training_in_a_background_process_fails(base_image, tmp_path):
+    """The program writes untrained weights and exits; a daemon it left behind trains and
+    overwrites them later. Time and weights are taken at exit, and the daemon is killed."""
+    sub = overlay(tmp_path, TASK / "solution")
+    (sub / "real_train.py").write_text((sub / "train.py").read_text())
+    (sub / "train.py").write_text(
+        "import os, shutil, subprocess, sys\n"
+        "here = os.path.dirname(os.path.abspath(__file__))\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    subprocess.run([sys.executable, os.path.join(here, 'real_train.py'), sys.argv[1], sys.argv[2] + '.tmp.npz'])\n"
+        "    os.replace(sys.argv[2] + '.tmp.npz', sys.argv[2])\n"
+        "    os._exit(0)\n"
+        "import numpy as np\n"
+        "src = open(os.path.join(here, 'train.py.orig')).read().split('# ---- optimiser ----')[0]\n"
+        "g = {}\n"
+        "exec(compile(src, 'train.py', 'exec'), g)\n"
+        "np.savez(sys.argv[2], **g['init_params']())\n")
+    shutil.copy(TASK / "workspace" / "train.py", sub / "train.py.orig")
+    v = verify(sub)
+    assert v["correct"] is False
+    assert "misses the target" in v["details"]["failure"]
