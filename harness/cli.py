@@ -116,6 +116,12 @@ def run(
         images = ensure_images(the_run.tasks, cfg.backend)
     except SandboxError as e:
         fail(str(e), 1)
+    if cfg.backend == "docker":  # what a crashed (killed) run left behind on this machine
+        from sandbox.docker import remove_containers
+
+        leftovers = remove_containers(docker_client())
+        if leftovers:
+            err.print(f"removed {len(leftovers)} container(s) left by dead runs")
     pending = the_run.pending()
     err.print(f"run [bold]{cfg.run_id}[/] -> {the_run.run_dir}: {len(pending)} trial(s) to run, agent {cfg.agent}"
               f"{', model ' + cfg.model if cfg.model else ''}, concurrency {cfg.concurrency}")

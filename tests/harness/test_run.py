@@ -145,3 +145,21 @@ def test_repeats_override_reaches_the_verifier(base_image, tmp_path):
     assert r.returncode == 0, r.stderr
     (t,) = trials(tmp_path / "run").values()
     assert len(t.baseline_s) == len(t.candidate_s) == 2
+
+
+def test_killed_run_leaves_containers_that_clean_removes(base_image, docker_client, tmp_path):
+    exe = Path(sys.executable).with_name("rdbench")
+    proc = subprocess.Popen([str(exe), "run", str(TASKS / "py-primes"), "--agent", "nop", "--out", str(tmp_path / "run")],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    mine = []
+    while time.time() < deadline and not mine:
+        mine = docker_client.containers.list(filters={"label": ["rdbench=1", f"rdbench.pid={proc.pid}"]})
+        time.sleep(0.1)
+    assert mine, "no container appeared"
+    proc.kill()  # a crash: no handler runs
+    proc.wait()
+    assert docker_client.containers.list(all=True, filters={"label": f"rdbench.pid={proc.pid}"})
+    r = rdbench("clean")
+    assert r.returncode == 0 and "removed" in r.stdout
+    assert not docker_client.containers.list(all=True, filters={"label": f"rdbench.pid={proc.pid}"})
