@@ -27,7 +27,9 @@ from sandbox.images import build_base_image
 
 ROOT = Path(__file__).resolve().parent.parent
 TASK = ROOT / "tasks" / "cpu-lm-train"
-RUNGS = sorted(p for p in (TASK / "solution-ladder").iterdir() if p.is_dir()) + [TASK / "solution"]
+LADDER = TASK / "solution-ladder"
+#: each rung is the ladder's common program plus the rung's own rung.py; the reference solution tops it
+RUNGS = [[LADDER / "common", p] for p in sorted(LADDER.glob("[0-9]*")) if p.is_dir()] + [[TASK / "solution"]]
 
 # model shape (see workspace/train.py) and the reference solution's recipe
 V, T, L, C, BATCH = 32, 64, 2, 64, 16
@@ -43,11 +45,12 @@ print(best)
 """
 
 
-def grade(folder: Path, repeats: int) -> dict:
+def grade(overlays: list[Path], repeats: int) -> dict:
+    """Grade the workspace with `overlays` copied over it, in order."""
     with tempfile.TemporaryDirectory() as tmp:
         sub = Path(tmp) / "sub"
         shutil.copytree(TASK / "workspace", sub)
-        if folder != TASK / "workspace":
+        for folder in overlays:
             shutil.copytree(folder, sub, dirs_exist_ok=True)
         r = subprocess.run([str(Path(sys.executable).with_name("rdbench")), "verify", str(TASK), "--submission", str(sub),
                             "--repeats", str(repeats)], capture_output=True, text=True, cwd=ROOT)
@@ -88,7 +91,7 @@ def main():
     client = client_from_env()
     image = build_base_image(client)
 
-    aa = grade(TASK / "workspace", args.aa_repeats)
+    aa = grade([], args.aa_repeats)
     covers = aa["correct"] and aa["ci"][0] <= 1.0 <= aa["ci"][1]
     print(f"A/A   baseline vs itself ({args.aa_repeats} repeats): {fmt(aa)}  A/A noise {aa['aa_noise']:.1%}  "
           f"CI covers 1.0: {'yes' if covers else 'NO'}", flush=True)
@@ -97,7 +100,7 @@ def main():
     for rung in RUNGS:
         v = last = grade(rung, args.ladder_repeats)
         values.append(v["value"] if v["correct"] else 0.0)
-        print(f"rung  {rung.relative_to(TASK)}: {fmt(v)}", flush=True)
+        print(f"rung  {rung[-1].relative_to(TASK)}: {fmt(v)}", flush=True)
     increasing = all(a < b for a, b in zip(values, values[1:]))
     print(f"ladder speedups increase: {'yes' if increasing else 'NO'} ({' < '.join(f'{x:.1f}' for x in values)})")
 

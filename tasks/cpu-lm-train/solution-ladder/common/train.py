@@ -1,29 +1,30 @@
-"""Ladder rung 1: every op batched over sequences and heads (still float64).
+"""The solution ladder's shared program: rung.py, beside it, sets the dtype, the malloc
+tuning and the training recipe of each rung.
 
-Same recipe as the baseline (Adam 3e-4, 1200 steps of 16x64 tokens); only the
-implementation changes: every op batched over sequences and heads, softmax and
-cross-entropy fused, layer-norm and GELU backward written with few temporaries, the
-embedding gradient as a one-hot matmul, Adam updating in place, and malloc told to keep
-freed memory (numpy's large temporaries otherwise cost a page fault per page, every step).
+Implementation: every op batched over sequences and heads, softmax and cross-entropy
+fused, layer-norm and GELU backward written with few temporaries, the embedding gradient
+as a one-hot matmul, Adam updating in place; optionally malloc told to keep freed memory
+(numpy's large temporaries otherwise cost a page fault per page, every step).
 
     python3 train.py CORPUS.txt WEIGHTS.npz
 """
 
+import ctypes
 import sys
 
 import numpy as np
 
+from rung import (F, batch_size, beta1, beta2, adam_eps, learning_rate, max_steps, min_lr_frac, seed, tune_malloc,
+                  warmup_steps)
+
+if tune_malloc:
+    _libc = ctypes.CDLL("libc.so.6")
+    _libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: large arrays come from the heap, not fresh mmaps
+    _libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: never hand freed memory back
+
 ALPHABET = "\n ,.;?abcdefghijklmnopqrstuvwxyz"
 V, T, L, H, C = 32, 64, 2, 4, 64
 HS = C // H
-batch_size = 16
-max_steps = 1200
-learning_rate = 3e-4
-warmup_steps = 0
-min_lr_frac = 1.0  # 1.0 = constant learning rate
-beta1, beta2, adam_eps = 0.9, 0.99, 1e-8
-seed = 1337
-F = np.float64
 
 corpus_path, out_path = sys.argv[1], sys.argv[2]
 with open(corpus_path, "rb") as f:
