@@ -87,6 +87,8 @@ def run(
 ):
     """Run an agent on tasks and print the verdicts."""
     if resume is not None:
+        if tasks or agent or model or repeats:
+            fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
         try:
             the_run = open_run(resume)
         except (RunError, TaskError) as e:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -135,6 +136,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)
         submission = trial_dir / "submission"
         with phases("submission"):
+            shutil.rmtree(submission, ignore_errors=True)  # a resumed trial starts clean
             sb.copy_out("/workspace", submission)
             (trial_dir / "submission.patch").write_text(make_patch(task.path / "workspace", submission))
         close(sb)
@@ -154,17 +156,15 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             setattr(result, key, getattr(verdict, key))
     except AgentError as e:
         result.correct, result.error_class, result.error = False, "agent", str(e)
-    except (SandboxError, VerifierError) as e:
+    except Cancelled:
+        raise
+    except Exception as e:  # an infrastructure fault: loud, and never a score
         if cancel is not None and cancel.is_set():
             raise Cancelled() from e
         result.error_class, result.error = "infra", f"{type(e).__name__}: {e}"
-    except Cancelled:
-        raise
-    except Exception as e:  # a harness bug: loud, and never a score
-        if cancel is not None and cancel.is_set():
-            raise Cancelled() from e
-        (trial_dir / "logs" / "traceback.txt").write_text(traceback.format_exc())
-        result.error_class, result.error = "infra", f"{type(e).__name__}: {e} (traceback in logs/traceback.txt)"
+        if not isinstance(e, (SandboxError, VerifierError)):  # a harness bug
+            (trial_dir / "logs" / "traceback.txt").write_text(traceback.format_exc())
+            result.error += " (traceback in logs/traceback.txt)"
     finally:
         for sb in list(sandboxes):
             close(sb)
