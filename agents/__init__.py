@@ -34,6 +34,10 @@ class AgentContext:
     task: "object"  # harness.task.TaskSpec (not imported: agents do not depend on the harness)
     trial_dir: Path
     model: str | None = None
+    #: OpenAI-compatible server (or any provider's endpoint override); never a secret
+    base_url: str | None = None
+    #: a transcript.jsonl whose tool calls the replay agent re-runs
+    replay: Path | None = None
 
 
 class Agent(Protocol):
@@ -49,6 +53,8 @@ class Agent(Protocol):
 AGENTS = {
     "oracle": ("agents.builtin", "OracleAgent"),
     "nop": ("agents.builtin", "NopAgent"),
+    "react": ("agents.react", "ReactAgent"),
+    "replay": ("agents.builtin", "ReplayAgent"),
 }
 
 

@@ -1,6 +1,9 @@
-"""Agents that call no model: `oracle` proves a task solvable, `nop` measures the baseline."""
+"""Agents that call no model: `oracle` proves a task solvable, `nop` measures the baseline,
+`replay` re-runs a recorded trial's tool calls (a deterministic regression; a re-verification)."""
 
 from __future__ import annotations
+
+import json
 
 from sandbox import Sandbox
 
@@ -29,3 +32,31 @@ class NopAgent:
 
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         return AgentResult(stop_reason="submitted")
+
+
+class ReplayAgent:
+    """Re-runs, in order, every tool call a recorded transcript executed (sub-agents' included)."""
+
+    name = "replay"
+
+    def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
+        from .react import ToolError, run_tool
+
+        if ctx.replay is None or not ctx.replay.is_file():
+            raise AgentError(f"the replay agent needs a transcript.jsonl (--replay PATH); got {ctx.replay}")
+        calls = []
+        for n, line in enumerate(ctx.replay.read_text().splitlines(), 1):
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                raise AgentError(f"{ctx.replay}:{n}: not JSON") from None
+            if event.get("type") == "tool_result" and event.get("name") != "delegate":
+                if "args" not in event:
+                    raise AgentError(f"{ctx.replay}:{n}: a tool_result without args (an older transcript?)")
+                calls.append((event["name"], event["args"]))
+        for name, args in calls:
+            try:
+                run_tool(sandbox, name, args)
+            except ToolError:
+                pass  # it failed when recorded too
+        return AgentResult(stop_reason=f"replayed {len(calls)} tool calls")

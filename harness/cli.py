@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from agents.llm import ModelSpec
 from results.summary import fmt_value, summary_table
 from sandbox import SandboxError
 
@@ -78,6 +79,8 @@ def run(
     tasks: list[str] = typer.Argument(None, help="task folders or names under ./tasks"),
     agent: Optional[str] = typer.Option(None, help="oracle | nop (default: oracle, or the LLM agent when --model is given)"),
     model: Optional[str] = typer.Option(None, help="anthropic/<model>, openai/<model>, openai-compatible/<model>"),
+    base_url: Optional[str] = typer.Option(None, help="the model server, e.g. http://127.0.0.1:8000/v1 (openai-compatible)"),
+    replay: Optional[Path] = typer.Option(None, help="a trial's transcript.jsonl: re-run its tool calls (agent replay)"),
     trials: int = typer.Option(1, min=1, help="trials per task"),
     concurrency: int = typer.Option(1, min=1, help="trials at once (timing phases never share cores)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
@@ -87,7 +90,7 @@ def run(
 ):
     """Run an agent on tasks and print the verdicts."""
     if resume is not None:
-        if tasks or agent or model or repeats:
+        if tasks or agent or model or repeats or base_url or replay:
             fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
         try:
             the_run = open_run(resume)
@@ -96,9 +99,16 @@ def run(
     else:
         if not tasks:
             fail("name at least one task (e.g. tasks/py-primes), or --resume a run")
-        if model is not None and agent in (None, "react"):
-            fail(f"model agents ({model}) are not available in this version yet; use --agent oracle or nop")
-        agent = agent or "oracle"
+        if model is not None:
+            try:
+                ModelSpec.parse(model, base_url)
+            except ValueError as e:
+                fail(str(e))
+        agent = agent or ("react" if model else "replay" if replay else "oracle")
+        if agent == "react" and model is None:
+            fail("the react agent needs --model PROVIDER/NAME")
+        if agent == "replay" and (replay is None or not replay.is_file()):
+            fail(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
         from agents import AGENTS
 
         if agent not in AGENTS:
@@ -106,9 +116,15 @@ def run(
         if sandbox not in ("docker", "local"):
             fail(f"unknown sandbox backend {sandbox!r}; choose docker or local")
         specs = load_tasks(tasks)
+        if model is not None and ModelSpec.parse(model, base_url).price() is None:
+            costly = [t.name for t in specs if t.agent.max_cost_usd is not None]
+            if costly:
+                fail(f"{', '.join(costly)}: max_cost_usd is set but agents/prices.toml has no price for {model}; "
+                     "add one (dollars per million tokens)")
         run_id = new_run_id()
         config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in specs], agent=agent, model=model,
-                           trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats)
+                           trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
+                           base_url=base_url, replay=str(replay.resolve()) if replay else None)
         try:
             the_run = create_run(config, out or Path("runs") / run_id, specs)
         except RunError as e:

@@ -36,6 +36,8 @@ class RunConfig(BaseModel):
     concurrency: int = 1
     backend: str = "docker"
     repeats: int | None = None
+    base_url: str | None = None
+    replay: str | None = None
     created_at: str = ""
 
 
@@ -86,7 +88,8 @@ class Run:
                 if not finished(load_trial(d)):
                     todo.append(TrialSpec(task=task, agent=self.config.agent, index=i, out_dir=d,
                                           run_id=self.config.run_id, model=self.config.model,
-                                          repeats=self.config.repeats))
+                                          repeats=self.config.repeats, base_url=self.config.base_url,
+                                          replay=self.config.replay))
         return todo
 
     def all_results(self) -> list[TrialResult]:

@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from agents import AgentContext, AgentError, get_agent
+from agents.llm import ModelError
 from sandbox import SandboxConfig, SandboxError, get_backend
 
 from .cores import CorePool
@@ -46,6 +47,8 @@ class TrialSpec:
     model: str | None = None
     #: timed runs per program in the verifier (None: the task's own number)
     repeats: int | None = None
+    base_url: str | None = None
+    replay: str | None = None
 
     @property
     def trial_id(self) -> str:
@@ -130,7 +133,9 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
                 pids=task.resources.pids, role="agent", labels=labels))
             sb.copy_in(task.path / "workspace", "/workspace", owner=AGENT_UID)
         with phases("agent"):
-            outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, model=spec.model))
+            outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, model=spec.model,
+                                                 base_url=spec.base_url,
+                                                 replay=Path(spec.replay) if spec.replay else None))
         result.stop_reason = outcome.stop_reason
         result.input_tokens, result.output_tokens, result.cost_usd = (
             outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)
@@ -162,7 +167,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         if cancel is not None and cancel.is_set():
             raise Cancelled() from e
         result.error_class, result.error = "infra", f"{type(e).__name__}: {e}"
-        if not isinstance(e, (SandboxError, VerifierError)):  # a harness bug
+        if not isinstance(e, (SandboxError, VerifierError, ModelError)):  # a harness bug
             (trial_dir / "logs" / "traceback.txt").write_text(traceback.format_exc())
             result.error += " (traceback in logs/traceback.txt)"
     finally:

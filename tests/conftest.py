@@ -68,3 +68,16 @@ def rdbench(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     exe = Path(sys.executable).with_name("rdbench")
     return subprocess.run([str(exe), *args], capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout,
                           env={**os.environ, "COLUMNS": "200", **(env or {})})
+
+
+@pytest.fixture(autouse=True)
+def no_real_model_api(monkeypatch):
+    """Tests never reach a real model API by accident: endpoints point at a closed local
+    port and keys are fake, unless RDBENCH_LIVE_API=1 (and real keys) are set."""
+    if os.environ.get("RDBENCH_LIVE_API") == "1":
+        return
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key-not-real")
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key-not-real")
+    monkeypatch.delenv("RDBENCH_BASE_URL", raising=False)

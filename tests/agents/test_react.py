@@ -1,0 +1,233 @@
+"""The LLM agent through the real anthropic/openai SDKs, against the local fake API,
+in real sandboxes, graded by the real verifier."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.models import TrialResult
+from harness.scaffold import scaffold
+from tests.agents.fake_api import FakeAPI, Step, submit
+from tests.conftest import TASKS, rdbench
+
+SIEVE = (TASKS / "py-primes" / "solution" / "solve.py").read_text()
+
+
+def run(args, tmp_path, env=None):
+    out = tmp_path / "run"
+    r = rdbench("run", *args, "--out", str(out), env=env)
+    trials = list((out / "trials").glob("*/trial.json"))
+    t = TrialResult.model_validate_json(trials[0].read_text()) if trials else None
+    return r, t, out
+
+
+def events(out: Path) -> list[dict]:
+    (path,) = out.glob("trials/*/transcript.jsonl")
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+SPEEDUP_SCRIPT = [
+    Step(text="Let me look.", tool_calls=[("view", {"path": "solve.py"})]),
+    Step(tool_calls=[("create", {"path": "solve.py", "content": SIEVE})]),
+    Step(tool_calls=[("bash", {"command": "echo '{\"queries\": [[0, 100]]}' > q.json && python3 solve.py q.json o.json"
+                                          " && cat o.json && rm q.json o.json"})]),
+    submit("sieve"),
+]
+
+
+def test_anthropic_agent_speeds_up_the_example_end_to_end(base_image, tmp_path):
+    with FakeAPI(SPEEDUP_SCRIPT) as api:
+        r, t, out = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert t.agent == "react" and t.model == "anthropic/claude-test"
+    assert t.stop_reason == "submitted" and t.correct and t.value > 3.0
+    assert (t.input_tokens, t.output_tokens) == (400, 80)
+    paths = [p for p, _ in api.requests]
+    assert paths == ["/v1/messages"] * 4
+    # the bash tool's result went back to the model as a tool_result
+    last = api.requests[3][1]["messages"][-1]["content"][0]
+    assert last["type"] == "tool_result" and '{"counts": [25]}' in last["content"] and last["is_error"] is False
+    kinds = [e["type"] for e in events(out)]
+    assert kinds.count("model_call") == 4 and kinds.count("tool_result") == 3 and kinds[-1] == "end"
+
+
+def test_openai_compatible_agent_end_to_end(base_image, tmp_path):
+    with FakeAPI(SPEEDUP_SCRIPT) as api:
+        r, t, out = run(["py-primes", "--model", "openai-compatible/qwen-test", "--base-url", api.url + "/v1"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert t.correct and t.value > 3.0 and t.stop_reason == "submitted"
+    assert [p for p, _ in api.requests] == ["/v1/chat/completions"] * 4
+    tool_msg = api.requests[3][1]["messages"][-1]
+    assert tool_msg["role"] == "tool" and '{"counts": [25]}' in tool_msg["content"]
+    assert t.cost_usd is None  # no price for this model: unknown, not zero
+
+
+def test_tool_errors_go_back_to_the_model(base_image, tmp_path):
+    script = [Step(tool_calls=[("str_replace", {"path": "solve.py", "old_str": "count", "new_str": "x"}),
+                               ("view", {"path": "missing.py"})]),
+              submit()]
+    with FakeAPI(script) as api:
+        r, t, _ = run(["py-primes", "--model", "anthropic/claude-test", "--repeats", "1"], tmp_path,
+                      env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    results = api.requests[1][1]["messages"][-1]["content"]
+    assert results[0]["is_error"] and "occurs" in results[0]["content"]
+    assert results[1]["is_error"] and "no such file" in results[1]["content"]
+    assert t.correct and t.stop_reason == "submitted"
+
+
+def test_rate_limit_then_success(base_image, tmp_path):
+    script = [Step(status=429, headers={"retry-after": "0"}), submit()]
+    with FakeAPI(script) as api:
+        r, t, _ = run(["py-primes", "--model", "anthropic/claude-test", "--repeats", "1"], tmp_path,
+                      env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert len(api.requests) == 2 and t.stop_reason == "submitted" and t.error_class is None
+
+
+def test_server_error_storm_is_an_infrastructure_error(base_image, tmp_path):
+    script = [Step(status=500, headers={"retry-after": "0"}, text="overloaded")]
+    with FakeAPI(script, repeat_last=True) as api:
+        r, t, _ = run(["py-primes", "--model", "openai-compatible/x", "--base-url", api.url + "/v1"], tmp_path,
+                      env={"RDBENCH_MODEL_RETRIES": "2"})
+    assert r.returncode == 1
+    assert t.error_class == "infra" and t.value is None and t.correct is None
+    assert "500" in t.error
+    assert len(api.requests) == 3  # the first try and two retries
+
+
+def test_auth_error_is_an_infrastructure_error_with_a_hint(base_image, tmp_path):
+    with FakeAPI([Step(status=401, text="invalid x-api-key")]) as api:
+        r, t, _ = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 1
+    assert t.error_class == "infra" and "check the API key" in t.error
+
+
+def test_turn_limit_stops_the_agent_and_the_submission_is_still_verified(base_image, tmp_path):
+    task = scaffold("limited", tmp_path / "tasks")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 2"))
+    solution = (task / "solution" / "program.py").read_text()
+    script = [Step(tool_calls=[("create", {"path": "program.py", "content": solution})]),
+              Step(tool_calls=[("bash", {"command": "true"})]),
+              Step(tool_calls=[("bash", {"command": "rm program.py"})])]  # never reached
+    with FakeAPI(script) as api:
+        r, t, out = run([str(task), "--model", "anthropic/claude-test", "--repeats", "2"], tmp_path,
+                        env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert len(api.requests) == 2
+    assert t.stop_reason == "turn_limit" and t.correct and t.value > 1.5
+    assert any(e["type"] == "stop" and e["reason"] == "turn_limit" for e in events(out))
+
+
+@pytest.mark.parametrize("model, message", [
+    ("gpt-5", "write PROVIDER/NAME"),
+    ("mistral/large", "write PROVIDER/NAME"),
+    ("openai-compatible/x", "needs a server"),
+])
+def test_bad_model_strings_are_one_clear_error(model, message, tmp_path):
+    r = rdbench("run", "py-primes", "--model", model, "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_delegation_to_a_sub_agent(base_image, tmp_path):
+    script = [Step(tool_calls=[("delegate", {"task": "Replace solve.py with a sieve-based version."})]),
+              Step(tool_calls=[("create", {"path": "solve.py", "content": SIEVE})]),   # the sub-agent
+              Step(tool_calls=[("report", {"report": "solve.py now sieves"})]),        # the sub-agent
+              submit("delegated")]
+    with FakeAPI(script) as api:
+        r, t, out = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert t.correct and t.value > 3.0 and t.stop_reason == "submitted"
+    sub_request = api.requests[1][1]
+    assert "sub-agent" in sub_request["system"] and sub_request["messages"][0]["content"].startswith("Replace solve.py")
+    assert {tool["name"] for tool in sub_request["tools"]} >= {"report", "bash"}
+    assert "delegate" not in {tool["name"] for tool in sub_request["tools"]}  # depth 1 by default
+    back = api.requests[3][1]["messages"][-1]["content"][0]
+    assert back["type"] == "tool_result" and back["content"] == "solve.py now sieves"
+    subs = [e for e in events(out) if e.get("agent") == "main.sub1"]
+    assert [e["type"] for e in subs][:2] == ["start", "model_call"] and subs[-1]["type"] == "end"
+    assert t.input_tokens == 400  # the sub-agent's tokens count in the trial's
+
+
+def test_cost_limit_from_the_price_table(base_image, tmp_path):
+    task = scaffold("costly", tmp_path / "tasks")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 30\nmax_cost_usd = 0.0003"))
+    script = [Step(tool_calls=[("bash", {"command": "true"})])] * 5  # 100 in + 20 out tokens a call
+    with FakeAPI(script) as api:
+        r, t, _ = run([str(task), "--model", "anthropic/claude-haiku-4-5", "--repeats", "1"], tmp_path,
+                      env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert t.stop_reason == "cost_limit" and len(api.requests) == 2
+    assert t.cost_usd == pytest.approx(2 * (100 * 1.0 + 20 * 5.0) / 1e6)
+    assert t.correct is True  # the unchanged workspace is still verified
+
+
+def test_openai_responses_api_end_to_end(base_image, tmp_path):
+    with FakeAPI(SPEEDUP_SCRIPT) as api:
+        r, t, _ = run(["py-primes", "--model", "openai-responses/gpt-test"], tmp_path,
+                      env={"OPENAI_BASE_URL": api.url + "/v1"})
+    assert r.returncode == 0, r.stderr
+    assert t.correct and t.value > 3.0 and t.stop_reason == "submitted"
+    assert [p for p, _ in api.requests] == ["/v1/responses"] * 4
+    last_input = api.requests[3][1]["input"][-1]
+    assert last_input["type"] == "function_call_output" and '{"counts": [25]}' in last_input["output"]
+
+
+def test_replay_reruns_a_recorded_trial(base_image, tmp_path):
+    with FakeAPI(SPEEDUP_SCRIPT) as api:
+        r, t, out = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0 and t.correct
+    (transcript,) = out.glob("trials/*/transcript.jsonl")
+    replay_out = tmp_path / "replayed"
+    r = rdbench("run", "py-primes", "--replay", str(transcript), "--out", str(replay_out))
+    assert r.returncode == 0, r.stderr
+    (p,) = replay_out.glob("trials/*/trial.json")
+    t2 = TrialResult.model_validate_json(p.read_text())
+    assert t2.agent == "replay" and t2.stop_reason == "replayed 3 tool calls"
+    assert t2.correct and t2.value > 3.0
+    (patch,) = replay_out.glob("trials/*/submission.patch")
+    assert "sieve" in patch.read_text()
+
+
+def test_cost_limit_with_unknown_price_is_refused_up_front(tmp_path):
+    task = scaffold("costly", tmp_path / "tasks")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 30\nmax_cost_usd = 1.0"))
+    r = rdbench("run", str(task), "--model", "anthropic/claude-unknown", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "no price for anthropic/claude-unknown" in r.stderr
+
+
+def test_unreachable_server_is_an_infrastructure_error(base_image, tmp_path):
+    # conftest points ANTHROPIC_BASE_URL at a closed local port
+    r, t, _ = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"RDBENCH_MODEL_RETRIES": "1"})
+    assert r.returncode == 1
+    assert t.error_class == "infra" and "APIConnectionError" in t.error
+
+
+def test_wall_time_limit_stops_the_agent(base_image, tmp_path):
+    task = scaffold("slowagent", tmp_path / "tasks")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("timeout_s = 900", "timeout_s = 2"))
+    script = [Step(tool_calls=[("bash", {"command": "sleep 3"})])] * 3
+    with FakeAPI(script) as api:
+        r, t, _ = run([str(task), "--model", "anthropic/claude-test", "--repeats", "1"], tmp_path,
+                      env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert t.stop_reason == "time_limit" and len(api.requests) == 1 and t.correct
+
+
+@pytest.mark.skipif(os.environ.get("RDBENCH_LIVE_API") != "1", reason="live API tests need RDBENCH_LIVE_API=1 and a key")
+@pytest.mark.parametrize("model, key", [("anthropic/claude-haiku-4-5", "ANTHROPIC_API_KEY"),
+                                        ("openai/gpt-5-mini", "OPENAI_API_KEY")])
+def test_live_api(model, key, base_image, tmp_path):
+    if not os.environ.get(key):
+        pytest.skip(f"{key} is not set")
+    r, t, _ = run(["py-primes", "--model", model], tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert t.error_class is None and t.input_tokens > 0
