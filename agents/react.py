@@ -216,6 +216,7 @@ class ReactAgent:
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
                         time.monotonic() + limits.timeout_s, spec.price())
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0
+        self.policy = SubAgentPolicy(limits.max_subagent_depth, limits.max_subagents, self.policy.share)
         self._transcript = Transcript(ctx.trial_dir / "transcript.jsonl")
         try:
             stop_reason, _ = self._loop("main", SYSTEM, ctx.task.instruction, budget, depth=0)

@@ -17,7 +17,7 @@ from agents.llm import ModelSpec
 from results.summary import fmt_value, summary_table
 from sandbox import SandboxError
 
-from .run import RunConfig, RunError, create_run, execute, new_run_id, open_run
+from .run import RunConfig, RunError, create_run, execute, new_run_id, open_run, with_limits
 from .task import TaskError, TaskSpec, find_tasks, load_task, resolve_task
 
 app = typer.Typer(help="rdbench: evaluate AI agents on AI R&D engineering tasks.", no_args_is_help=True,
@@ -81,6 +81,9 @@ def run(
     model: Optional[str] = typer.Option(None, help="anthropic/<model>, openai/<model>, openai-compatible/<model>"),
     base_url: Optional[str] = typer.Option(None, help="the model server, e.g. http://127.0.0.1:8000/v1 (openai-compatible)"),
     replay: Optional[Path] = typer.Option(None, help="a trial's transcript.jsonl: re-run its tool calls (agent replay)"),
+    max_turns: Optional[int] = typer.Option(None, min=1, help="override the tasks' agent turn limit"),
+    max_cost_usd: Optional[float] = typer.Option(None, min=0.0, help="override the tasks' agent cost limit"),
+    agent_timeout: Optional[float] = typer.Option(None, min=1.0, help="override the tasks' agent wall time, seconds"),
     trials: int = typer.Option(1, min=1, help="trials per task"),
     concurrency: int = typer.Option(1, min=1, help="trials at once (timing phases never share cores)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
@@ -90,7 +93,7 @@ def run(
 ):
     """Run an agent on tasks and print the verdicts."""
     if resume is not None:
-        if tasks or agent or model or repeats or base_url or replay:
+        if tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout:
             fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
         try:
             the_run = open_run(resume)
@@ -115,7 +118,9 @@ def run(
             fail(f"unknown agent {agent!r}; choose one of {', '.join(sorted(AGENTS))}")
         if sandbox not in ("docker", "local"):
             fail(f"unknown sandbox backend {sandbox!r}; choose docker or local")
-        specs = load_tasks(tasks)
+        limits = {k: v for k, v in {"max_turns": max_turns, "max_cost_usd": max_cost_usd,
+                                     "timeout_s": agent_timeout}.items() if v is not None}
+        specs = [with_limits(t, limits) for t in load_tasks(tasks)]
         if model is not None and ModelSpec.parse(model, base_url).price() is None:
             costly = [t.name for t in specs if t.agent.max_cost_usd is not None]
             if costly:
@@ -124,7 +129,7 @@ def run(
         run_id = new_run_id()
         config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in specs], agent=agent, model=model,
                            trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
-                           base_url=base_url, replay=str(replay.resolve()) if replay else None)
+                           base_url=base_url, replay=str(replay.resolve()) if replay else None, limits=limits)
         try:
             the_run = create_run(config, out or Path("runs") / run_id, specs)
         except RunError as e:

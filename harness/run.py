@@ -38,6 +38,8 @@ class RunConfig(BaseModel):
     repeats: int | None = None
     base_url: str | None = None
     replay: str | None = None
+    #: overrides of the tasks' [agent] limits (--max-turns and the like)
+    limits: dict[str, float] = {}
     created_at: str = ""
 
 
@@ -111,9 +113,17 @@ def create_run(config: RunConfig, run_dir: Path, tasks: list[TaskSpec]) -> Run:
     return Run(config, run_dir, tasks)
 
 
+def with_limits(task: TaskSpec, limits: dict[str, float]) -> TaskSpec:
+    """The task with its [agent] limits overridden (validated like task.toml's)."""
+    if not limits:
+        return task
+    agent = type(task.agent).model_validate({**task.agent.model_dump(), **limits})
+    return task.model_copy(update={"agent": agent})
+
+
 def open_run(run_dir: Path) -> Run:
     config = load_run(run_dir)
-    return Run(config, run_dir, [load_task(t) for t in config.tasks])
+    return Run(config, run_dir, [with_limits(load_task(t), config.limits) for t in config.tasks])
 
 
 def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,

@@ -47,6 +47,8 @@ class AgentLimits(_Strict):
     max_output_tokens: int | None = Field(None, ge=1, description="output tokens, summed over the trial")
     max_cost_usd: float | None = Field(None, gt=0, description="dollars, from the price table")
     timeout_s: float = Field(3600, gt=0, description="wall time of the agent phase")
+    max_subagent_depth: int = Field(1, ge=0, le=4, description="sub-agents of sub-agents; 0 = no delegate tool")
+    max_subagents: int = Field(4, ge=0, description="sub-agents started per trial")
 
 
 class VerifierSpec(_Strict):

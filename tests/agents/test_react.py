@@ -231,3 +231,17 @@ def test_live_api(model, key, base_image, tmp_path):
     r, t, _ = run(["py-primes", "--model", model], tmp_path)
     assert r.returncode == 0, r.stderr
     assert t.error_class is None and t.input_tokens > 0
+
+
+def test_cli_limit_override_and_no_delegation_when_depth_is_zero(base_image, tmp_path):
+    task = scaffold("nodelegate", tmp_path / "tasks")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 30\nmax_subagent_depth = 0"))
+    script = [Step(tool_calls=[("bash", {"command": "true"})])] * 3
+    with FakeAPI(script) as api:
+        r, t, out = run([str(task), "--model", "anthropic/claude-test", "--max-turns", "1", "--repeats", "1"],
+                        tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert t.stop_reason == "turn_limit" and len(api.requests) == 1
+    assert "delegate" not in {tool["name"] for tool in api.requests[0][1]["tools"]}
+    assert json.loads((out / "run.json").read_text())["limits"] == {"max_turns": 1}
