@@ -30,6 +30,14 @@ def events(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def task_with(tmp_path: Path, name: str, old: str, new: str) -> Path:
+    """A scaffolded task whose task.toml has `old` replaced by `new`."""
+    task = scaffold(name, tmp_path / "tasks")
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace(old, new))
+    return task
+
+
 SPEEDUP_SCRIPT = [
     Step(text="Let me look.", tool_calls=[("view", {"path": "solve.py"})]),
     Step(tool_calls=[("create", {"path": "solve.py", "content": SIEVE})]),
@@ -108,9 +116,7 @@ def test_auth_error_is_an_infrastructure_error_with_a_hint(base_image, tmp_path)
 
 
 def test_turn_limit_stops_the_agent_and_the_submission_is_still_verified(base_image, tmp_path):
-    task = scaffold("limited", tmp_path / "tasks")
-    toml = task / "task.toml"
-    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 2"))
+    task = task_with(tmp_path, "limited", "max_turns = 30", "max_turns = 2")
     solution = (task / "solution" / "program.py").read_text()
     script = [Step(tool_calls=[("create", {"path": "program.py", "content": solution})]),
               Step(tool_calls=[("bash", {"command": "true"})]),
@@ -155,9 +161,7 @@ def test_delegation_to_a_sub_agent(base_image, tmp_path):
 
 
 def test_cost_limit_from_the_price_table(base_image, tmp_path):
-    task = scaffold("costly", tmp_path / "tasks")
-    toml = task / "task.toml"
-    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 30\nmax_cost_usd = 0.0003"))
+    task = task_with(tmp_path, "costly", "max_turns = 30", "max_turns = 30\nmax_cost_usd = 0.0003")
     script = [Step(tool_calls=[("bash", {"command": "true"})])] * 5  # 100 in + 20 out tokens a call
     with FakeAPI(script) as api:
         r, t, _ = run([str(task), "--model", "anthropic/claude-haiku-4-5", "--repeats", "1"], tmp_path,
@@ -196,9 +200,7 @@ def test_replay_reruns_a_recorded_trial(base_image, tmp_path):
 
 
 def test_cost_limit_with_unknown_price_is_refused_up_front(tmp_path):
-    task = scaffold("costly", tmp_path / "tasks")
-    toml = task / "task.toml"
-    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 30\nmax_cost_usd = 1.0"))
+    task = task_with(tmp_path, "costly", "max_turns = 30", "max_turns = 30\nmax_cost_usd = 1.0")
     r = rdbench("run", str(task), "--model", "anthropic/claude-unknown", "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "no price for anthropic/claude-unknown" in r.stderr
 
@@ -211,9 +213,7 @@ def test_unreachable_server_is_an_infrastructure_error(base_image, tmp_path):
 
 
 def test_wall_time_limit_stops_the_agent(base_image, tmp_path):
-    task = scaffold("slowagent", tmp_path / "tasks")
-    toml = task / "task.toml"
-    toml.write_text(toml.read_text().replace("timeout_s = 900", "timeout_s = 2"))
+    task = task_with(tmp_path, "slowagent", "timeout_s = 900", "timeout_s = 2")
     script = [Step(tool_calls=[("bash", {"command": "sleep 3"})])] * 3
     with FakeAPI(script) as api:
         r, t, _ = run([str(task), "--model", "anthropic/claude-test", "--repeats", "1"], tmp_path,
@@ -234,9 +234,7 @@ def test_live_api(model, key, base_image, tmp_path):
 
 
 def test_cli_limit_override_and_no_delegation_when_depth_is_zero(base_image, tmp_path):
-    task = scaffold("nodelegate", tmp_path / "tasks")
-    toml = task / "task.toml"
-    toml.write_text(toml.read_text().replace("max_turns = 30", "max_turns = 30\nmax_subagent_depth = 0"))
+    task = task_with(tmp_path, "nodelegate", "max_turns = 30", "max_turns = 30\nmax_subagent_depth = 0")
     script = [Step(tool_calls=[("bash", {"command": "true"})])] * 3
     with FakeAPI(script) as api:
         r, t, out = run([str(task), "--model", "anthropic/claude-test", "--max-turns", "1", "--repeats", "1"],
