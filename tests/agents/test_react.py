@@ -243,3 +243,13 @@ def test_cli_limit_override_and_no_delegation_when_depth_is_zero(base_image, tmp
     assert t.stop_reason == "turn_limit" and len(api.requests) == 1
     assert "delegate" not in {tool["name"] for tool in api.requests[0][1]["tools"]}
     assert json.loads((out / "run.json").read_text())["limits"] == {"max_turns": 1}
+
+
+def test_output_token_limit(base_image, tmp_path):
+    task = task_with(tmp_path, "tokens", "max_turns = 30", "max_turns = 30\nmax_output_tokens = 50")
+    script = [Step(tool_calls=[("bash", {"command": "true"})], usage=(10, 30))] * 5
+    with FakeAPI(script) as api:
+        r, t, _ = run([str(task), "--model", "openai-compatible/x", "--base-url", api.url + "/v1", "--repeats", "1"],
+                      tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert t.stop_reason == "token_limit" and len(api.requests) == 2 and t.output_tokens == 60
