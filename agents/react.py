@@ -278,19 +278,8 @@ class ReactAgent:
         try:
             reason, report = self._loop(sub, SUB_SYSTEM, args["task"], child, depth + 1)
         except StopAgent as e:
-            if e.__class__ is not StopAgent and _hit_by(child, e):  # the sub-agent's own share ran out
-                return f"the sub-agent stopped: {e.reason} ({e}) before reporting"
-            raise
+            budget.before_call()  # the whole agent's limits stop it here; only the sub-agent's share is left
+            self._transcript.log(agent=sub, type="end", stop_reason=e.reason, turns=child.turns)
+            return f"the sub-agent stopped before reporting: {e.reason} ({e})"
         self._transcript.log(agent=sub, type="end", stop_reason=reason, turns=child.turns)
         return report or "(empty report)"
-
-
-def _hit_by(child: Budget, e: StopAgent) -> bool:
-    """Whether `e` came from the child's own limits rather than the parent's."""
-    parent = child.parent
-    try:
-        if parent is not None:
-            parent.before_call()
-    except StopAgent:
-        return False
-    return True

@@ -253,3 +253,18 @@ def test_output_token_limit(base_image, tmp_path):
                       tmp_path)
     assert r.returncode == 0, r.stderr
     assert t.stop_reason == "token_limit" and len(api.requests) == 2 and t.output_tokens == 60
+
+
+def test_sub_agent_that_spends_its_share_returns_to_the_parent(base_image, tmp_path):
+    task = task_with(tmp_path, "share", "max_turns = 30", "max_turns = 5")
+    script = [Step(tool_calls=[("delegate", {"task": "loop forever"})]),
+              Step(tool_calls=[("bash", {"command": "true"})]),   # sub: share = (5 - 1) * 0.5 = 2 turns
+              Step(tool_calls=[("bash", {"command": "true"})]),
+              submit()]                                            # the parent goes on
+    with FakeAPI(script) as api:
+        r, t, out = run([str(task), "--model", "anthropic/claude-test", "--repeats", "1"], tmp_path,
+                        env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    assert t.stop_reason == "submitted" and len(api.requests) == 4
+    back = api.requests[3][1]["messages"][-1]["content"][0]
+    assert "sub-agent stopped before reporting: turn_limit" in back["content"]
