@@ -121,7 +121,10 @@ def test_program_cannot_find_the_hidden_data_or_seed(base_image, tmp_path):
     It passes only because it found nothing, and then trained for real."""
     sub = overlay(tmp_path, TASK / "solution")
     train = sub / "train.py"
-    train.write_text(SNOOPER + "\n" + train.read_text().replace("from __future__", "# "))
+    # trained well past the target on any language: this test is about isolation, not the recipe
+    text = train.read_text()
+    assert "max_steps = 550" in text
+    train.write_text(SNOOPER + "\n" + text.replace("max_steps = 550", "max_steps = 800"))
     v = verify(sub)
     assert v["correct"] is True, v["details"].get("failure")
     assert v["details"]["isolated"] is True
@@ -130,7 +133,9 @@ def test_program_cannot_find_the_hidden_data_or_seed(base_image, tmp_path):
 def test_shortened_training_fails(base_image, tmp_path):
     sub = overlay(tmp_path, TASK / "solution")
     train = sub / "train.py"
-    train.write_text(train.read_text().replace("max_steps = 450", "max_steps = 120"))
+    text = train.read_text()
+    assert "max_steps = 550" in text
+    train.write_text(text.replace("max_steps = 550", "max_steps = 120"))
     v = verify(sub)
     assert v["correct"] is False
     assert "misses the target" in v["details"]["failure"]
