@@ -10,11 +10,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from harness.models import TrialResult
 from harness.scaffold import scaffold
-from tests.conftest import ROOT, TASKS, _rdbench_containers, rdbench
+from tests.conftest import ROOT, TASKS, rdbench
 
 FIELDS = {"task", "agent", "model", "trial", "correct", "metric", "value", "ci", "phases", "error_class", "error"}
 
