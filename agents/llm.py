@@ -15,11 +15,15 @@ import os
 import time
 import tomllib
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 PROVIDERS = ("anthropic", "openai", "openai-responses", "openai-compatible")
-PRICES = Path(__file__).parent / "prices.toml"
+#: the model registry (display names, release dates, prices); RDBENCH_MODELS points elsewhere
+MODELS_TOML = Path(__file__).resolve().parent.parent / "models.toml"
 
 
 class ModelError(Exception):
@@ -68,10 +72,55 @@ class ModelSpec:
         return cls(provider, name, base_url)
 
     def price(self) -> tuple[float, float] | None:
-        """(input, output) dollars per million tokens, or None when the table has no entry."""
-        table = tomllib.loads(PRICES.read_text())
-        entry = table.get("openai" if self.provider == "openai-responses" else self.provider, {}).get(self.name)
-        return (float(entry["input"]), float(entry["output"])) if entry else None
+        """(input, output) dollars per million tokens, or None when models.toml has none."""
+        info = load_models().get(registry_id(f"{self.provider}/{self.name}"))
+        if info is None or info.input_usd_per_mtok is None or info.output_usd_per_mtok is None:
+            return None
+        return info.input_usd_per_mtok, info.output_usd_per_mtok
+
+
+class ModelInfo(BaseModel):
+    """One [[model]] entry of models.toml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = Field(description="anthropic | openai | openai-compatible | ...")
+    model: str = Field(description="the provider's model name, as in --model PROVIDER/MODEL")
+    name: str | None = Field(None, description="display name for tables and plots")
+    released: date | None = Field(None, description="release date: the x axis of the trend plots")
+    input_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million input tokens")
+    output_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million output tokens")
+
+    @property
+    def id(self) -> str:
+        return f"{self.provider}/{self.model}"
+
+    @property
+    def display(self) -> str:
+        return self.name or self.id
+
+
+def registry_id(model: str) -> str:
+    """The registry entry a --model string uses: the Responses API shares OpenAI's models."""
+    provider, _, name = model.partition("/")
+    return f"openai/{name}" if provider == "openai-responses" else model
+
+
+def load_models(path: Path | None = None) -> dict[str, ModelInfo]:
+    """models.toml by "provider/model". Raises ValueError naming the file and entry when malformed."""
+    path = path or Path(os.environ.get("RDBENCH_MODELS") or MODELS_TOML)
+    try:
+        entries = tomllib.loads(path.read_text()).get("model", [])
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ValueError(f"{path}: {e}") from None
+    out = {}
+    for i, entry in enumerate(entries):
+        try:
+            info = ModelInfo.model_validate(entry)
+        except ValidationError as e:
+            raise ValueError(f"{path}: model entry {i + 1}: {e}") from None
+        out[info.id] = info
+    return out
 
 
 def _sdk_error(e: Exception, spec: ModelSpec) -> ModelError:

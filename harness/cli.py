@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -14,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agents.llm import ModelSpec
+from results.store import Store, StoreError, default_db
 from results.summary import fmt_value, summary_table
 from sandbox import SandboxError
 
@@ -26,11 +28,15 @@ tasks_app = typer.Typer(help="List, validate and scaffold task folders.", no_arg
 images_app = typer.Typer(help="Build sandbox images (offline).", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
+results_app = typer.Typer(help="Per task x model figures from the results index; `results import` rebuilds it.",
+                          invoke_without_command=True)
+app.add_typer(results_app, name="results")
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 TASKS_ROOT = Path(os.environ.get("RDBENCH_TASKS", "tasks"))
 SANDBOX_HELP = "docker (isolated) or local (no isolation: for machines without Docker)"
+DB_HELP = "the results index (default: $RDBENCH_DB, else results.db beside the run folders: runs/results.db)"
 
 
 def fail(msg: str, code: int = 2):
@@ -74,6 +80,38 @@ def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+@contextmanager
+def live_progress(run_id: str, pending):
+    """(on_start, on_done) for execute: a rich Live table on a terminal; otherwise plain lines
+    (one per started and finished trial, no redraws or escape codes)."""
+    done = {"n": 0}
+
+    def line(spec, r):
+        done["n"] += 1
+        return (f"[{done['n']}/{len(pending)}] {spec.trial_id}: {r.verdict} {fmt_value(r)}"
+                f"{'  ' + r.error if r.error else ''}")
+
+    if not (sys.stdout.isatty() and err.is_terminal):
+        yield (lambda s: err.print(f"[dim]start {s.trial_id}[/]"),
+               lambda s, r: err.print(line(s, r), highlight=False))
+        return
+    from rich.live import Live
+
+    from results.progress import RunProgress
+
+    counts = {}
+    for s in pending:
+        counts[s.task.name] = counts.get(s.task.name, 0) + 1
+    progress = RunProgress(f"run {run_id}", counts)
+
+    def on_done(spec, r):
+        progress.done(spec.trial_id, r)
+        live.console.print(line(spec, r), highlight=False)
+
+    with Live(progress, console=err, refresh_per_second=4) as live:
+        yield (lambda s: progress.start(s.task.name, s.trial_id), on_done)
+
+
 @app.command()
 def run(
     tasks: list[str] = typer.Argument(None, help="task folders or names under ./tasks"),
@@ -90,8 +128,9 @@ def run(
     resume: Optional[Path] = typer.Option(None, help="a run folder: re-run only its unfinished trials"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
     repeats: Optional[int] = typer.Option(None, min=1, help="timed runs per program (default: the task's; fewer is noisier)"),
+    db: Optional[Path] = typer.Option(None, help=DB_HELP),
 ):
-    """Run an agent on tasks and print the verdicts."""
+    """Run an agent on tasks and print the verdicts; every finished trial is indexed in the results index."""
     if resume is not None:
         if tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout:
             fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
@@ -124,7 +163,7 @@ def run(
         if model is not None and ModelSpec.parse(model, base_url).price() is None:
             costly = [t.name for t in specs if t.agent.max_cost_usd is not None]
             if costly:
-                fail(f"{', '.join(costly)}: max_cost_usd is set but agents/prices.toml has no price for {model}; "
+                fail(f"{', '.join(costly)}: max_cost_usd is set but models.toml has no price for {model}; "
                      "add one (dollars per million tokens)")
         run_id = new_run_id()
         config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in specs], agent=agent, model=model,
@@ -148,16 +187,12 @@ def run(
     pending = the_run.pending()
     err.print(f"run [bold]{cfg.run_id}[/] -> {the_run.run_dir}: {len(pending)} trial(s) to run, agent {cfg.agent}"
               f"{', model ' + cfg.model if cfg.model else ''}, concurrency {cfg.concurrency}")
-    done = {"n": 0}
-
-    def on_done(spec, r):
-        done["n"] += 1
-        err.print(f"[{done['n']}/{len(pending)}] {spec.trial_id}: {r.verdict} {fmt_value(r)}"
-                  f"{'  ' + r.error if r.error else ''}", highlight=False)
-
+    store = Store(db or default_db(the_run.run_dir.parent))
     old = signal.signal(signal.SIGTERM, _sigterm)
     try:
-        execute(the_run, images=images, on_start=lambda s: err.print(f"[dim]start {s.trial_id}[/]"), on_done=on_done)
+        with live_progress(cfg.run_id, pending) as (on_start, on_done):
+            execute(the_run, images=images, on_start=on_start, on_done=on_done, store=store,
+                    on_warning=lambda m: err.print(f"[yellow]warning:[/] {m}", highlight=False))
     except KeyboardInterrupt:
         if cfg.backend == "docker":
             from sandbox.docker import remove_containers
@@ -170,6 +205,7 @@ def run(
         signal.signal(signal.SIGTERM, old)
     results = the_run.all_results()
     print_summary(results, f"run {cfg.run_id}")
+    err.print(f"indexed in {store.path}: compare with rdbench results --db {store.path}", highlight=False)
     if any(r.error_class == "infra" for r in results):
         err.print(f"[red]infrastructure errors: these trials are not scores; re-run them with "
                   f"rdbench run --resume {the_run.run_dir}[/]")
@@ -284,6 +320,115 @@ def images_build(
             console.print(f"{name}: {tag}")
     except SandboxError as e:
         fail(str(e), 1)
+
+
+def open_store(db: Path | None) -> Store:
+    store = Store(db or default_db())
+    if not store.path.exists():
+        fail(f"{store.path}: no results index yet; run a task, or build one with rdbench results import runs/")
+    return store
+
+
+def load_registry() -> dict:
+    from agents.llm import load_models
+
+    try:
+        return load_models()
+    except ValueError as e:
+        fail(str(e))
+
+
+@results_app.callback()
+def results(
+    ctx: typer.Context,
+    by: str = typer.Option("task", help="order rows by task (then model) or by model (then task)"),
+    format: str = typer.Option("table", "--format", help="table | csv | json"),
+    task: Optional[str] = typer.Option(None, help="only this task"),
+    p: float = typer.Option(1.0, help="fast_p threshold: share of trials correct and faster than p x the baseline"),
+    db: Optional[Path] = typer.Option(None, help=DB_HELP),
+):
+    """Per task x model: trials, success, geomean and mean speedup (bootstrap 95 % CIs), fast_p, score, cost."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from results.aggregate import aggregate, order, to_csv, to_json
+    from results.summary import groups_table
+
+    if by not in ("task", "model") or format not in ("table", "csv", "json"):
+        fail("--by is task or model; --format is table, csv or json")
+    store = open_store(db)
+    try:
+        groups = order(aggregate(store.rows(task=task), load_registry(), p=p), by)
+    except StoreError as e:
+        fail(str(e), 1)
+    if format == "json":
+        sys.stdout.write(to_json(groups) + "\n")
+    elif format == "csv":
+        sys.stdout.write(to_csv(groups))
+    else:
+        table = groups_table(groups, f"{store.path} ({len(groups)} task x model rows)", by)
+        # off a terminal, as wide as the table needs: a file or a pipe gets whole rows
+        out = console if console.is_terminal else Console(width=max(160, Console(width=1000).measure(table).maximum))
+        out.print(table)
+
+
+@results_app.command("import")
+def results_import(
+    runs_dir: Path = typer.Argument(..., help="a folder of run folders (runs/), or one run folder"),
+    db: Optional[Path] = typer.Option(None, help="the index (default: $RDBENCH_DB, else results.db in RUNS_DIR)"),
+):
+    """(Re)build the index from run folders: every trial.json is indexed; indexing twice changes nothing."""
+    if not runs_dir.is_dir():
+        fail(f"{runs_dir}: not a folder")
+    single = (runs_dir / "run.json").exists()
+    store = Store(db or default_db(runs_dir.parent if single else runs_dir))
+    try:
+        report = store.import_runs(runs_dir)
+    except StoreError as e:
+        fail(str(e), 1)
+    for s in report.skipped:
+        err.print(f"[yellow]skipped:[/] {s}", highlight=False)
+    console.print(f"indexed {report.trials} trial(s) of {report.runs} run(s) in {store.path}", highlight=False)
+
+
+@app.command()
+def trends(
+    out: Path = typer.Option(..., help="the plot: FILE.png or FILE.svg"),
+    task: Optional[str] = typer.Option(None, help="one task (default: every indexed task, one panel each)"),
+    stat: str = typer.Option("geomean", help="speedup tasks: geomean or mean"),
+    db: Optional[Path] = typer.Option(None, help=DB_HELP),
+):
+    """Plot speedup (log axis) or normalised score by model release date, beside the published figures."""
+    from results.aggregate import aggregate
+    from results.trends import plot_trends
+
+    if out.suffix.lower() not in (".png", ".svg") or stat not in ("geomean", "mean"):
+        fail("--out is a .png or .svg file; --stat is geomean or mean")
+    store = Store(db or default_db())
+    try:
+        rows = store.rows(task=task) if store.path.exists() else []
+    except StoreError as e:
+        fail(str(e), 1)
+    registry = load_registry()
+    notes = plot_trends(aggregate(rows, registry), registry, out, tasks=[task] if task else None, stat=stat)
+    for n in notes:
+        err.print(f"[dim]{n}[/]", highlight=False)
+    console.print(f"wrote {out}", highlight=False)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder (runs/<run-id>)"),
+    out: Path = typer.Option(..., help="the HTML file to write"),
+    db: Optional[Path] = typer.Option(None, help=DB_HELP + "; its other runs of the same tasks feed the trend plot"),
+):
+    """Write one self-contained HTML report of a run: summaries, trend plot, per trial verdict, diff, transcript."""
+    from results.report import write_report
+
+    try:
+        write_report(run_dir, out, Store(db or default_db(run_dir.parent)), load_registry())
+    except (StoreError, ValueError) as e:
+        fail(str(e), 1)
+    console.print(f"wrote {out}", highlight=False)
 
 
 @app.command()

@@ -4,7 +4,9 @@
     runs/<run-id>/trials/<task>__<agent>__<n>/{trial.json, submission/, submission.patch, verifier.json, logs/}
 
 A trial without trial.json, or whose trial.json records an infrastructure error, is
-unfinished: `resume` runs exactly those again.
+unfinished: `resume` runs exactly those again. With a result store, each trial is indexed
+as it finishes, and the whole run once more at the end (idempotent), so a trial whose
+indexing was cut short by a crash is indexed by the next resume or `rdbench results import`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from pydantic import BaseModel, ValidationError
 
@@ -23,6 +25,9 @@ from .cores import CorePool
 from .models import TrialResult
 from .task import TaskSpec, load_task
 from .trial import Cancelled, TrialSpec, now, run_trial, write_json_atomic
+
+if TYPE_CHECKING:
+    from results.store import Store
 
 
 class RunConfig(BaseModel):
@@ -126,11 +131,25 @@ def open_run(run_dir: Path) -> Run:
     return Run(config, run_dir, [with_limits(load_task(t), config.limits) for t in config.tasks])
 
 
+def index_run(run: Run, store: "Store | None", on_warning: Callable[[str], None]) -> None:
+    """Index every finished trial of the run (a failure to index never fails the run)."""
+    if store is None:
+        return
+    from results.store import StoreError
+
+    try:
+        store.index_run(run.run_dir, {t.name: t for t in run.tasks})
+    except (StoreError, ValueError) as e:
+        on_warning(f"results index not updated: {e}")
+
+
 def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
             on_start: Callable[[TrialSpec], None] = lambda s: None,
-            on_done: Callable[[TrialSpec, TrialResult], None] = lambda s, r: None) -> list[TrialResult]:
-    """Run the pending trials, `concurrency` at a time. On KeyboardInterrupt, stops
-    starting trials, lets the caller remove the sandboxes, and re-raises."""
+            on_done: Callable[[TrialSpec, TrialResult], None] = lambda s, r: None,
+            store: "Store | None" = None, on_warning: Callable[[str], None] = lambda m: None) -> list[TrialResult]:
+    """Run the pending trials, `concurrency` at a time; index each finished one in `store`.
+    On KeyboardInterrupt, stops starting trials, lets the caller remove the sandboxes, and
+    re-raises."""
     cores = cores or CorePool()
     cancel = threading.Event()
     todo = run.pending()
@@ -143,6 +162,15 @@ def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
         on_start(spec)
         return run_trial(spec, image=images[spec.task.name], cores=cores, backend=run.config.backend, cancel=cancel)
 
+    def index(spec: TrialSpec, r: TrialResult) -> None:
+        from results.store import StoreError
+
+        try:
+            store.add(r, spec.task, spec.out_dir)
+        except StoreError as e:
+            on_warning(f"results index not updated for {spec.trial_id}: {e}")
+
+    index_run(run, store, on_warning)  # a resumed run's earlier trials
     futures = {pool.submit(one, s): s for s in todo}
     try:
         pending = set(futures)
@@ -154,10 +182,13 @@ def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
                 except Cancelled:
                     continue
                 results.append(r)
+                if store is not None:
+                    index(futures[f], r)
                 on_done(futures[f], r)
     except BaseException:
         cancel.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+    index_run(run, store, on_warning)
     return results
