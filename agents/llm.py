@@ -71,6 +71,15 @@ class ModelSpec:
                 raise ValueError(f"model {s!r} needs a server: --base-url http://HOST:PORT/v1 (or RDBENCH_BASE_URL)")
         return cls(provider, name, base_url)
 
+    def missing_key(self) -> str | None:
+        """The environment variable this provider's SDK needs and does not have, if any."""
+        if self.provider == "anthropic":
+            ok = os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
+            return None if ok else "ANTHROPIC_API_KEY"
+        if self.provider in ("openai", "openai-responses"):
+            return None if os.environ.get("OPENAI_API_KEY") else "OPENAI_API_KEY"
+        return None  # an OpenAI-compatible server may take no key
+
     def price(self) -> tuple[float, float] | None:
         """(input, output) dollars per million tokens, or None when models.toml has none."""
         info = load_models().get(registry_id(f"{self.provider}/{self.name}"))

@@ -149,6 +149,10 @@ def run(
         agent = agent or ("react" if model else "replay" if replay else "oracle")
         if agent == "react" and model is None:
             fail("the react agent needs --model PROVIDER/NAME")
+        if agent == "react":
+            missing = ModelSpec.parse(model, base_url).missing_key()
+            if missing:
+                fail(f"{model}: no API key: set {missing} (keys stay on the host; none enters the sandbox)")
         if agent == "replay" and (replay is None or not replay.is_file()):
             fail(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
         from agents import AGENTS

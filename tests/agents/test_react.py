@@ -268,3 +268,15 @@ def test_sub_agent_that_spends_its_share_returns_to_the_parent(base_image, tmp_p
     assert t.stop_reason == "submitted" and len(api.requests) == 4
     back = api.requests[3][1]["messages"][-1]["content"][0]
     assert "sub-agent stopped before reporting: turn_limit" in back["content"]
+
+
+@pytest.mark.parametrize("model, key", [("anthropic/claude-test", "ANTHROPIC_API_KEY"),
+                                        ("openai/gpt-test", "OPENAI_API_KEY"),
+                                        ("openai-responses/gpt-test", "OPENAI_API_KEY")])
+def test_missing_api_key_is_a_clear_error_before_the_run(model, key, tmp_path, monkeypatch):
+    monkeypatch.delenv(key)
+    monkeypatch.delenv("ANTHROPIC_AUTH_TOKEN", raising=False)
+    r = rdbench("run", "tasks/py-primes", "--model", model, "--out", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"no API key: set {key}" in r.stdout + r.stderr
+    assert not (tmp_path / "run").exists()
