@@ -1,10 +1,13 @@
-"""CPU cores for sandboxes: agent phases share them; timing phases hold them alone."""
+"""CPU cores and GPUs for sandboxes: agent phases share them; timing phases hold them alone."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import subprocess
 import threading
 from contextlib import contextmanager
+from pathlib import Path
 
 
 def cpuset(cores: list[int]) -> str:
@@ -13,9 +16,11 @@ def cpuset(cores: list[int]) -> str:
 
 class CorePool:
     """The cores of one machine. `exclusive(n)` blocks until n cores are free of any other
-    timing phase and holds them; `spread(n, i)` picks n cores round-robin for agent work."""
+    timing phase and holds them; `spread(n, i)` picks n cores round-robin for agent work.
+    Its `gpus` pool does the same for the machine's GPUs."""
 
-    def __init__(self, cores: list[int] | None = None):
+    def __init__(self, cores: list[int] | None = None, gpus: GpuPool | None = None):
+        self.gpus = gpus or GpuPool()
         self.cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
         if not self.cores:
             raise ValueError("a core pool needs at least one core")
@@ -42,4 +47,80 @@ class CorePool:
         finally:
             with self._cond:
                 self._free.update(taken)
+                self._cond.notify_all()
+
+
+def detect_gpus() -> list[int]:
+    """This machine's NVIDIA GPUs by device id: RDBENCH_GPUS ("0,1"; "" for none) if set,
+    else what `nvidia-smi` lists; none when it is missing or fails."""
+    if "RDBENCH_GPUS" in os.environ:
+        return [int(g) for g in os.environ["RDBENCH_GPUS"].replace(",", " ").split()]
+    try:
+        r = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                           text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    if r.returncode != 0:
+        return []
+    return sorted(int(line) for line in r.stdout.split() if line.strip().isdigit())
+
+
+class GpuPool:
+    """The GPUs of one machine, whole devices by id. `exclusive(n)` holds n of them for a
+    timing phase, against this process's other trials and, through one lock file per GPU,
+    against every other rdbench process on the machine; `spread(n, i)` shares them for agent
+    work. On a machine without GPUs both give none: the task's verifier then decides (kernel
+    tasks check correctness in the Triton interpreter and report no speedup)."""
+
+    def __init__(self, gpus: list[int] | None = None, lock_dir: Path | None = None):
+        self._ids = sorted(gpus) if gpus is not None else None
+        self._lock_dir = lock_dir
+        self._busy: set[int] = set()
+        self._cond = threading.Condition()
+
+    @property
+    def ids(self) -> list[int]:
+        if self._ids is None:  # detected on first use, not at construction
+            self._ids = detect_gpus()
+        return self._ids
+
+    def _take(self, n: int) -> int:
+        return min(n, len(self.ids))
+
+    def spread(self, n: int, i: int) -> list[int]:
+        n = self._take(n)
+        if n == 0:
+            return []
+        start = (i * n) % len(self.ids)
+        return sorted(self.ids[(start + k) % len(self.ids)] for k in range(n))
+
+    def _lock_path(self, gpu: int) -> Path:
+        from sandbox.images import cache_dir
+
+        d = self._lock_dir or cache_dir() / "locks"
+        d.mkdir(parents=True, exist_ok=True)
+        return d / f"gpu-{gpu}.lock"
+
+    @contextmanager
+    def exclusive(self, n: int):
+        n = self._take(n)
+        if n == 0:
+            yield []
+            return
+        with self._cond:
+            self._cond.wait_for(lambda: len(self.ids) - len(self._busy) >= n)
+            taken = sorted(set(self.ids) - self._busy)[:n]
+            self._busy.update(taken)
+        files = []
+        try:
+            for gpu in taken:  # in id order, so that two processes cannot deadlock
+                f = open(self._lock_path(gpu), "a")
+                files.append(f)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            yield taken
+        finally:
+            for f in files:
+                f.close()  # releases the lock
+            with self._cond:
+                self._busy.difference_update(taken)
                 self._cond.notify_all()

@@ -24,8 +24,8 @@ class VerifierResult(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.correct and self.value is None:
-            raise ValueError("a correct result needs a value")
+        if self.correct and self.value is None and not self.details.get("unavailable"):
+            raise ValueError("a correct result needs a value (or details.unavailable, saying why there is none)")
         if self.value is not None and not self.value >= 0:
             raise ValueError(f"value must be a non-negative number, got {self.value}")
         return self

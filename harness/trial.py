@@ -2,7 +2,7 @@
 
 1. agent sandbox from the task's image, /workspace = task's workspace/
 2. the agent runs; /workspace is copied out as the submission; the sandbox is destroyed
-3. a FRESH verifier sandbox grades the submission on cores held exclusively
+3. a FRESH verifier sandbox grades the submission on cores (and GPUs) held exclusively
 4. trial.json is written, whatever happened (except on cancellation: then nothing is,
    so that --resume runs the trial again)
 """
@@ -130,7 +130,8 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         with phases("agent_sandbox"):
             sb = open_sandbox(SandboxConfig(
                 image=image, cpuset=cores.spread(task.resources.cpus, spec.index), memory=task.resources.memory,
-                pids=task.resources.pids, role="agent", labels=labels))
+                pids=task.resources.pids, role="agent", labels=labels,
+                gpus=cores.gpus.spread(task.resources.gpus, spec.index)))
             sb.copy_in(task.path / "workspace", "/workspace", owner=AGENT_UID)
         with phases("agent"):
             outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, model=spec.model,
@@ -146,9 +147,10 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             (trial_dir / "submission.patch").write_text(make_patch(task.path / "workspace", submission))
         close(sb)
         with phases("verify"):
-            with cores.exclusive(task.resources.cpus) as cpuset:
+            # cores first, then GPUs, everywhere: no two trials can wait on each other
+            with cores.exclusive(task.resources.cpus) as cpuset, cores.gpus.exclusive(task.resources.gpus) as gpus:
                 result.verify_cpuset, start = cpuset, time.time()
-                vsb = open_sandbox(verifier_config(task, image, cpuset, labels))
+                vsb = open_sandbox(verifier_config(task, image, cpuset, labels, gpus))
                 prepare(vsb, task)
                 verdict = grade(vsb, task, submission, trial_dir / "logs", spec.repeats)
                 result.verify_window = [start, time.time()]
@@ -159,6 +161,8 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         result.value = verdict.value if verdict.correct else None
         for key in ("ci", "baseline_s", "candidate_s", "aa_noise", "flagged", "details"):
             setattr(result, key, getattr(verdict, key))
+        if gpus:
+            result.details["verify_gpus"] = gpus
     except AgentError as e:
         result.correct, result.error_class, result.error = False, "agent", str(e)
     except Cancelled:

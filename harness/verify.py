@@ -2,7 +2,8 @@
 
     /submission  the candidate (root-owned 0700: the kit stages private copies per run)
     /baseline    the task's pristine workspace/
-    /verifier    the task's verifier/ plus verify_kit.py (root-only: the candidate cannot read it)
+    /verifier    the task's verifier/ plus verify_kit.py and kernel_kit.py (root-only: the
+                 candidate cannot read it)
 
 The verdict is read from the verifier's stdout, on a line tagged with a random token
 that only this process and the verifier know: never from a file the candidate could
@@ -19,10 +20,13 @@ from pydantic import ValidationError
 
 from sandbox import Sandbox, SandboxConfig
 
+from .cores import GpuPool
 from .models import VerifierResult
 from .task import TaskSpec
 
-KIT_SOURCE = (Path(__file__).parent / "verify_kit.py").read_text()
+#: The kits copied beside every task's verifier: the timing and isolation discipline, and
+#: the shared verifier of kernel tasks (used by tasks/triton-*).
+KITS = {name: (Path(__file__).parent / name).read_bytes() for name in ("verify_kit.py", "kernel_kit.py")}
 RESULT_TAG = "RDBENCH_RESULT"
 
 
@@ -39,7 +43,8 @@ def prepare(sb: Sandbox, task: TaskSpec) -> None:
     """Copy the baseline and the verifier in (done before the submission exists)."""
     sb.copy_in(task.path / "workspace", "/baseline", owner=0, mode=0o700)
     sb.copy_in(task.path / "verifier", "/verifier", owner=0, mode=0o700)
-    sb.write_file("/verifier/verify_kit.py", KIT_SOURCE.encode(), mode=0o600)
+    for name, source in KITS.items():
+        sb.write_file(f"/verifier/{name}", source, mode=0o600)
 
 
 def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None,
@@ -78,9 +83,14 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
 
 def verify_folder(task: TaskSpec, submission: Path, *, backend, image: str, cpuset: str | None = None,
                   labels: dict[str, str] | None = None, log_dir: Path | None = None,
-                  repeats: int | None = None) -> VerifierResult:
-    """Grade a folder from scratch: fresh sandbox, prepare, grade, destroy."""
-    sb = backend(verifier_config(task, image, cpuset, labels or {}))
+                  repeats: int | None = None, gpus: list[int] | None = None) -> VerifierResult:
+    """Grade a folder from scratch: fresh sandbox, prepare, grade, destroy. `gpus` None: the
+    task's number of this machine's GPUs, held under the machine-wide GPU locks meanwhile."""
+    if gpus is None:
+        with GpuPool().exclusive(task.resources.gpus) as held:
+            return verify_folder(task, submission, backend=backend, image=image, cpuset=cpuset, labels=labels,
+                                 log_dir=log_dir, repeats=repeats, gpus=held)
+    sb = backend(verifier_config(task, image, cpuset, labels or {}, gpus))
     try:
         prepare(sb, task)
         return grade(sb, task, submission, log_dir, repeats)

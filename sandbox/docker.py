@@ -179,6 +179,9 @@ class DockerSandbox:
             raise SandboxError(f"image {config.image!r} not found; build it with `rdbench images build`") from e
         except (docker.errors.DockerException, OSError, SandboxError) as e:
             detail = bytes(self._stream.stderr).decode(errors="replace") if self._stream else ""
+            if config.gpus and "device driver" in str(e):
+                detail += (" (GPUs need the NVIDIA container toolkit in the Docker engine; without it, use "
+                           "--sandbox local on a GPU machine)")
             self.close()
             raise SandboxError(f"could not start a sandbox from {config.image!r}: {e} {detail}".strip()) from e
 

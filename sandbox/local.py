@@ -33,8 +33,9 @@ class LocalSandbox:
         self.root = Path(tempfile.mkdtemp(prefix="rdbench-local-"))
         env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root),
                "RDBENCH_LOCAL_SANDBOX": "1", "HOME": str(self.root / "home")}
-        if config.gpus:
-            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
+        # only the GPUs given (none: none), numbered as nvidia-smi numbers them
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
+        env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         (self.root / "home").mkdir()
         Path(self.path(config.workdir)).mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
