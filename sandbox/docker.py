@@ -43,8 +43,12 @@ def client_from_env() -> docker.DockerClient:
 
 
 def owner_labels() -> dict[str, str]:
-    """Labels that let `rdbench clean` tell a dead run's containers from a live one's."""
-    return {LABEL: "1", "rdbench.pid": str(os.getpid()), "rdbench.host": socket.gethostname()}
+    """Labels that let `rdbench clean` tell a dead run's containers from a live one's, plus
+    `rdbench.session` when RDBENCH_SESSION is set (a test session finds its own containers)."""
+    labels = {LABEL: "1", "rdbench.pid": str(os.getpid()), "rdbench.host": socket.gethostname()}
+    if os.environ.get("RDBENCH_SESSION"):
+        labels["rdbench.session"] = os.environ["RDBENCH_SESSION"]
+    return labels
 
 
 class _AttachStream:

@@ -7,12 +7,15 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ROOT / "tasks"
+SESSION = uuid.uuid4().hex[:12]
+os.environ["RDBENCH_SESSION"] = SESSION  # labels every container this suite makes (see no_leaked_containers)
 
 
 def _docker_or_fail():
@@ -41,18 +44,20 @@ def base_image(docker_client):
 
 @pytest.fixture(scope="session", autouse=True)
 def no_leaked_containers():
-    """After the whole suite, no container labelled rdbench=1 that the suite made is left."""
+    """After the whole suite, no container labelled rdbench=1 that the suite made is left.
+    The suite's containers (its own and its `rdbench` subprocesses') carry its session
+    label, so another suite or run on the same engine does not count."""
     if os.environ.get("RDBENCH_SKIP_DOCKER") == "1" or shutil.which("docker") is None:
         yield
         return
-    before = _rdbench_containers()
     yield
-    leaked = _rdbench_containers() - before
+    leaked = _rdbench_containers()
     assert not leaked, f"containers labelled rdbench=1 leaked by the tests: {sorted(leaked)}"
 
 
 def _rdbench_containers() -> set[str]:
-    r = subprocess.run(["docker", "ps", "-aq", "--filter", "label=rdbench=1"], capture_output=True, text=True)
+    r = subprocess.run(["docker", "ps", "-aq", "--filter", "label=rdbench=1", "--filter",
+                        f"label=rdbench.session={SESSION}"], capture_output=True, text=True)
     return set(r.stdout.split())
 
 
