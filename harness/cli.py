@@ -222,6 +222,8 @@ def verify(
     submission: Path = typer.Option(..., help="folder to grade, like the task's workspace/"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
     repeats: Optional[int] = typer.Option(None, min=1, help="timed runs per program (default: the task's)"),
+    seed: Optional[int] = typer.Option(None, min=0, help="the secret seed (default: a fresh random one); "
+                                       "a trial's is in its details.secret_seed, to reproduce its verdict"),
 ):
     """Grade any folder with a task's verifier, in a fresh sandbox. Exit 0: correct; 3: incorrect."""
     from sandbox import get_backend
@@ -236,7 +238,7 @@ def verify(
         image = ensure_images([spec], sandbox)[spec.name]
         with CorePool().exclusive(spec.resources.cpus) as cpuset:
             v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset,
-                             repeats=repeats)
+                             repeats=repeats, seed=seed)
     except (SandboxError, VerifierError) as e:
         fail(str(e), 1)
     console.print_json(v.model_dump_json())

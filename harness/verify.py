@@ -48,14 +48,15 @@ def prepare(sb: Sandbox, task: TaskSpec) -> None:
 
 
 def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None,
-          repeats: int | None = None) -> VerifierResult:
+          repeats: int | None = None, seed: int | None = None) -> VerifierResult:
     """Copy the submission into a prepared verifier sandbox and run the verifier.
     `repeats` overrides the task's number of timed runs (fewer: quicker, noisier)."""
     sb.copy_in(submission, "/submission", owner=0, mode=0o700)
     token = secrets.token_hex(16)
+    seed = secrets.randbits(62) if seed is None else seed
     env = {
         "RDBENCH_RESULT_TOKEN": token,
-        "RDBENCH_SECRET_SEED": str(secrets.randbits(62)),
+        "RDBENCH_SECRET_SEED": str(seed),
         "RDBENCH_SUBMISSION": sb.path("/submission"),
         "RDBENCH_BASELINE": sb.path("/baseline"),
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -76,23 +77,27 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
     if len(lines) > 1:  # the verifier emits once: anything more is a leak or a forgery
         raise VerifierError(f"verifier printed {len(lines)} verdicts; refusing all of them")
     try:
-        return VerifierResult.model_validate(json.loads(lines[0]))
+        result = VerifierResult.model_validate(json.loads(lines[0]))
     except (json.JSONDecodeError, ValidationError) as e:
         raise VerifierError(f"verifier printed an invalid verdict: {e}") from e
+    # secret until now; recorded so that a surprising verdict can be reproduced (RDBENCH_SECRET_SEED)
+    result.details["secret_seed"] = seed
+    return result
 
 
 def verify_folder(task: TaskSpec, submission: Path, *, backend, image: str, cpuset: str | None = None,
                   labels: dict[str, str] | None = None, log_dir: Path | None = None,
-                  repeats: int | None = None, gpus: list[int] | None = None) -> VerifierResult:
+                  repeats: int | None = None, gpus: list[int] | None = None,
+                  seed: int | None = None) -> VerifierResult:
     """Grade a folder from scratch: fresh sandbox, prepare, grade, destroy. `gpus` None: the
     task's number of this machine's GPUs, held under the machine-wide GPU locks meanwhile."""
     if gpus is None:
         with GpuPool().exclusive(task.resources.gpus) as held:
             return verify_folder(task, submission, backend=backend, image=image, cpuset=cpuset, labels=labels,
-                                 log_dir=log_dir, repeats=repeats, gpus=held)
+                                 log_dir=log_dir, repeats=repeats, gpus=held, seed=seed)
     sb = backend(verifier_config(task, image, cpuset, labels or {}, gpus))
     try:
         prepare(sb, task)
-        return grade(sb, task, submission, log_dir, repeats)
+        return grade(sb, task, submission, log_dir, repeats, seed)
     finally:
         sb.close()

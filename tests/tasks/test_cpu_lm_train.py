@@ -134,8 +134,10 @@ def test_shortened_training_fails(base_image, tmp_path):
     sub = overlay(tmp_path, TASK / "solution")
     train = sub / "train.py"
     text = train.read_text()
-    assert "max_steps = 550" in text
-    train.write_text(text.replace("max_steps = 550", "max_steps = 120"))
+    assert "max_steps = 550" in text and "max_extensions = 3" in text
+    # and no extension: the reference would otherwise notice it is short and train on
+    train.write_text(text.replace("max_steps = 550", "max_steps = 120").replace("max_extensions = 3",
+                                                                               "max_extensions = 0"))
     v = verify(sub)
     assert v["correct"] is False
     assert "misses the target" in v["details"]["failure"]
@@ -163,3 +165,28 @@ def test_training_in_a_background_process_fails(base_image, tmp_path):
     v = verify(sub)
     assert v["correct"] is False
     assert "misses the target" in v["details"]["failure"]
+
+
+def test_weights_must_be_a_regular_file(tmp_path):
+    """A link named like the weights file is refused before the root verifier reads it."""
+    import subprocess
+    import sys
+
+    script = r'''
+import os, sys, numpy as np
+import verify
+shapes = verify.SHAPES
+np.savez(sys.argv[1] + "/w.npz", **{k: np.zeros(s, np.float32) for k, s in shapes.items()})
+os.symlink(sys.argv[1] + "/w.npz", sys.argv[1] + "/link.npz")
+assert set(verify.load_weights(sys.argv[1] + "/w.npz")) == set(shapes)
+try:
+    verify.load_weights(sys.argv[1] + "/link.npz")
+except verify.BadWeights as e:
+    print("refused:", e)
+'''
+    root = Path(__file__).resolve().parents[2]
+    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness'}", "RDBENCH_BASELINE": str(TASK / "workspace"),
+           "PATH": "/usr/bin:/bin"}
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "refused: the weights file is not a regular file" in r.stdout

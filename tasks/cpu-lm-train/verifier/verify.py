@@ -12,6 +12,7 @@
 """
 
 import os
+import stat
 import sys
 import zipfile
 
@@ -44,9 +45,13 @@ class BadWeights(Exception):
 
 def load_weights(path):
     """The weights, as float64, or BadWeights saying what is wrong with the file."""
-    if not os.path.isfile(path):
+    try:
+        st = os.lstat(path)  # not followed: a link could point the root verifier at any file
+    except FileNotFoundError:
         raise BadWeights("no weights file written")
-    if os.path.getsize(path) > MAX_WEIGHTS_BYTES:
+    if not stat.S_ISREG(st.st_mode):
+        raise BadWeights("the weights file is not a regular file (a link?)")
+    if st.st_size > MAX_WEIGHTS_BYTES:
         raise BadWeights("weights file too large")
     try:
         with np.load(path, allow_pickle=False) as f:
