@@ -193,6 +193,8 @@ def run(
               f"{', model ' + cfg.model if cfg.model else ''}, concurrency {cfg.concurrency}")
     store = Store(db or default_db(the_run.run_dir.parent))
     old = signal.signal(signal.SIGTERM, _sigterm)
+    # Ctrl-C cleans up even where the shell started us with SIGINT ignored (a background job)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         with live_progress(cfg.run_id, pending) as (on_start, on_done):
             execute(the_run, images=images, on_start=on_start, on_done=on_done, store=store,
@@ -207,6 +209,7 @@ def run(
         raise typer.Exit(130)
     finally:
         signal.signal(signal.SIGTERM, old)
+        signal.signal(signal.SIGINT, old_int)
     results = the_run.all_results()
     print_summary(results, f"run {cfg.run_id}")
     err.print(f"indexed in {store.path}: compare with rdbench results --db {store.path}", highlight=False)
