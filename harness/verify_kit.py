@@ -299,6 +299,50 @@ def speedup_verdict(baseline_s, candidate_s, ok, note="", plausible_max=None, de
     return result
 
 
+class BadWeights(Exception):
+    """A submitted weights file that is missing or not exactly what the task documents."""
+
+
+def load_npz(path, shapes, dtypes, max_bytes, label="weights file"):
+    """The named arrays of an .npz weights file, checked as a root verifier must before it
+    trusts them: a regular file (a link could point the verifier at any file), at most
+    `max_bytes`, no pickles, exactly the names of `shapes`, each a plain ndarray of its
+    shape, of one of `dtypes` (numpy dtypes), all finite. Raises BadWeights saying what is
+    wrong. (numpy is imported here: the kit itself is stdlib-only.)"""
+    import stat
+    import zipfile
+
+    import numpy as np
+
+    try:
+        st = os.lstat(path)
+    except OSError:
+        raise BadWeights("no %s written" % label)
+    if not stat.S_ISREG(st.st_mode):
+        raise BadWeights("the %s is not a regular file (a link or a folder)" % label)
+    if st.st_size > max_bytes:
+        raise BadWeights("the %s is too large: %d bytes" % (label, st.st_size))
+    want = " or ".join(np.dtype(d).name for d in dtypes)
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise BadWeights("the %s is a single array, not an npz archive of named arrays" % label)
+            if set(f.files) != set(shapes):
+                raise BadWeights("weights have the wrong names: missing %s, extra %s" % (
+                    sorted(set(shapes) - set(f.files))[:5], sorted(set(f.files) - set(shapes))[:5]))
+            arrays = {}
+            for name, shape in shapes.items():
+                a = f[name]
+                if type(a) is not np.ndarray or a.dtype not in dtypes or a.shape != tuple(shape):
+                    raise BadWeights("%s: want %s %s, got %s %s" % (name, want, tuple(shape), a.dtype, a.shape))
+                if not np.all(np.isfinite(a)):
+                    raise BadWeights("%s: not finite" % name)
+                arrays[name] = a
+            return arrays
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
+        raise BadWeights("unreadable weights: %s" % e)
+
+
 def emit(result):
     """Send the verdict to the harness on the verifier's stdout, tagged with the run's token."""
     token = os.environ.get("RDBENCH_RESULT_TOKEN", "-")

@@ -12,9 +12,7 @@
 """
 
 import os
-import stat
 import sys
-import zipfile
 
 import numpy as np
 
@@ -39,37 +37,13 @@ for _i in range(L):
     })
 
 
-class BadWeights(Exception):
-    pass
+BadWeights = kit.BadWeights
 
 
 def load_weights(path):
     """The weights, as float64, or BadWeights saying what is wrong with the file."""
-    try:
-        st = os.lstat(path)  # not followed: a link could point the root verifier at any file
-    except FileNotFoundError:
-        raise BadWeights("no weights file written")
-    if not stat.S_ISREG(st.st_mode):
-        raise BadWeights("the weights file is not a regular file (a link?)")
-    if st.st_size > MAX_WEIGHTS_BYTES:
-        raise BadWeights("weights file too large")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if set(f.files) != set(SHAPES):
-                raise BadWeights("weights have the wrong names: missing %s, extra %s" % (
-                    sorted(set(SHAPES) - set(f.files))[:5], sorted(set(f.files) - set(SHAPES))[:5]))
-            p = {}
-            for name, shape in SHAPES.items():
-                a = f[name]
-                if type(a) is not np.ndarray or a.dtype not in (np.float32, np.float64) or a.shape != shape:
-                    raise BadWeights("%s: want float32/64 %s, got %s %s" % (name, shape, a.dtype, a.shape))
-                a = a.astype(np.float64)
-                if not np.all(np.isfinite(a)):
-                    raise BadWeights("%s: not finite" % name)
-                p[name] = a
-            return p
-    except (OSError, ValueError, zipfile.BadZipFile, KeyError) as e:
-        raise BadWeights("unreadable weights: %s" % e)
+    arrays = kit.load_npz(path, SHAPES, (np.float32, np.float64), MAX_WEIGHTS_BYTES)
+    return {name: a.astype(np.float64) for name, a in arrays.items()}
 
 
 def layernorm(x, g, b):

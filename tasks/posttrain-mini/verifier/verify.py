@@ -16,8 +16,6 @@
 import hashlib
 import importlib.util
 import os
-import stat
-import zipfile
 
 import numpy as np
 import torch
@@ -43,38 +41,12 @@ model = trusted("model")
 data = trusted("data")
 
 
-class BadWeights(Exception):
-    pass
+BadWeights = kit.BadWeights
 
 
 def load_weights(path):
     """A model holding the weights at `path`, or BadWeights saying what is wrong with the file."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        raise BadWeights("no %s in the submission" % WEIGHTS)
-    if not stat.S_ISREG(st.st_mode):
-        raise BadWeights("%s is not a regular file (a link or a folder)" % WEIGHTS)
-    if st.st_size > MAX_WEIGHTS_BYTES:
-        raise BadWeights("%s is too large: %d bytes" % (WEIGHTS, st.st_size))
-    want = model.shapes()
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            if not hasattr(f, "files"):
-                raise BadWeights("%s is a single array, not an npz archive of named arrays" % WEIGHTS)
-            if set(f.files) != set(want):
-                raise BadWeights("weights have the wrong names: missing %s, extra %s" % (
-                    sorted(set(want) - set(f.files))[:5], sorted(set(f.files) - set(want))[:5]))
-            arrays = {}
-            for name, shape in want.items():
-                a = f[name]
-                if type(a) is not np.ndarray or a.dtype != np.float32 or a.shape != shape:
-                    raise BadWeights("%s: want float32 %s, got %s %s" % (name, shape, a.dtype, a.shape))
-                if not np.all(np.isfinite(a)):
-                    raise BadWeights("%s: not finite" % name)
-                arrays[name] = a
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise BadWeights("unreadable weights: %s" % e)
+    arrays = kit.load_npz(path, model.shapes(), (np.float32,), MAX_WEIGHTS_BYTES, label=WEIGHTS)
     net = model.GPT()
     net.load_state_dict({k: torch.from_numpy(arrays[model.npz_name(k)]) for k in net.state_dict()})
     return net
