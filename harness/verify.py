@@ -61,6 +61,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         "RDBENCH_BASELINE": sb.path("/baseline"),
         "PYTHONDONTWRITEBYTECODE": "1",
         "RDBENCH_REPEATS": str(repeats or task.verifier.repeats),
+        "RDBENCH_VERIFIER_TIMEOUT": str(task.verifier.timeout_s),
     }
     r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s, max_output=4 << 20)
     if log_dir is not None:

@@ -111,9 +111,19 @@ def tar_folder(src: Path, arcroot: str, owner: int | None, mode: int | None) -> 
     return data.getvalue()
 
 
+def _data_or_skip(member: tarfile.TarInfo, dest: str):
+    """tarfile's "data" filter, but a member it refuses (a link that leaves the folder, a
+    device, a pipe) is left out instead of failing the copy: an agent must not be able to
+    turn its trial into an infrastructure error with one symlink."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
+
+
 def untar_stripped(stream, dst: Path, max_bytes: int) -> None:
     """Extract a tar stream into `dst`, dropping its top folder. Links that leave `dst`,
-    device files and absolute paths are refused (tarfile's "data" filter): the stream
+    device files and absolute paths are left out (tarfile's "data" filter): the stream
     comes from an agent's sandbox."""
     raw = io.BytesIO()
     for chunk in stream:
@@ -132,7 +142,7 @@ def untar_stripped(stream, dst: Path, max_bytes: int) -> None:
             if m.islnk():
                 m.linkname = str(PurePosixPath(*PurePosixPath(m.linkname).parts[1:]))
             members.append(m)
-        tar.extractall(dst, members=members, filter="data")
+        tar.extractall(dst, members=members, filter=_data_or_skip)
 
 
 class DockerSandbox:

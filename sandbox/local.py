@@ -1,14 +1,21 @@
 """Local-process backend: for machines without Docker (a GPU box, say).
 
-IT DOES NOT ISOLATE. Commands run as the calling user on the host, with the host's
-network and files. Sandbox paths (/workspace, /submission, ...) are folders under a
-private temporary root; `path()` says where one is as seen by a command. Use it only
-for agents and submissions you trust.
+IT DOES NOT ISOLATE THE AGENT. Commands run as the calling user on the host, with the
+host's network and files. Sandbox paths (/workspace, /submission, ...) are folders under a
+private temporary root; `path()` says where one is as seen by a command. Use it only for
+agents you trust.
+
+A verifier keeps the guards it can: run as root, the verify kit runs the candidate and the
+baseline as two uids that no account of this host uses (`RDBENCH_CANDIDATE_UID`,
+`RDBENCH_BASELINE_UID`), so they cannot read the verifier's files or environment, and kills
+their processes and removes their files and IPC objects after each run; with bubblewrap
+installed each run also has no network and private /tmp, /var/tmp and /dev/shm.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -22,6 +29,19 @@ from ._client import BOOT_ARGV, ServerClient
 from ._server import descendants
 
 
+def unused_uids(n: int, start: int = 61000) -> list[int]:
+    """`n` uids that no account of this host has (the verifier's runs use them)."""
+    found = []
+    uid = start
+    while len(found) < n:
+        try:
+            pwd.getpwuid(uid)
+        except KeyError:
+            found.append(uid)
+        uid += 1
+    return found
+
+
 class LocalSandbox:
     """A Sandbox as a host process tree under a temporary root. See `sandbox.Sandbox`."""
 
@@ -33,6 +53,9 @@ class LocalSandbox:
         self.root = Path(tempfile.mkdtemp(prefix="rdbench-local-"))
         env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root),
                "RDBENCH_LOCAL_SANDBOX": "1", "HOME": str(self.root / "home")}
+        if os.geteuid() == 0:  # the kit's runs, as uids of no account here, must reach their staged copies
+            self.root.chmod(0o711)
+            env["RDBENCH_CANDIDATE_UID"], env["RDBENCH_BASELINE_UID"] = map(str, unused_uids(2))
         # only the GPUs given (none: none), numbered as nvidia-smi numbers them
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
@@ -82,8 +105,22 @@ class LocalSandbox:
         source = Path(self.path(src))
         if not source.is_dir():
             raise SandboxFileNotFound(f"no such folder in the sandbox: {src}")
+        real = source.resolve()
+
+        def leaving(folder, names):  # links that leave the folder, and special files, stay behind
+            skip = []
+            for name in names:
+                p = Path(folder) / name
+                if p.is_symlink():
+                    target = p.resolve()
+                    if target != real and real not in target.parents:
+                        skip.append(name)
+                elif not (p.is_file() or p.is_dir()):
+                    skip.append(name)
+            return skip
+
         try:
-            shutil.copytree(source, dst, dirs_exist_ok=True, symlinks=True)
+            shutil.copytree(source, dst, dirs_exist_ok=True, symlinks=True, ignore=leaving)
         except OSError as e:
             raise SandboxError(f"copy out of {src} failed: {e}") from e
 

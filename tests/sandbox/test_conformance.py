@@ -105,3 +105,19 @@ def test_copy_out_missing_folder_raises(sb, tmp_path):
 def test_close_is_idempotent(sb):
     sb.close()
     sb.close()
+
+
+def test_copy_out_leaves_out_links_that_escape(sb, tmp_path):
+    """Links that lead out of the folder are left out, not followed and not a failure (an
+    agent must not be able to turn its trial into an infrastructure error with a symlink);
+    the rest is copied, links inside the folder included."""
+    r = sb.exec("mkdir -p evil/sub && ln -s /etc/passwd evil/pw && ln -s ../../../../../../etc evil/up && "
+                "echo ok > evil/fine.txt && ln -s ../fine.txt evil/sub/inside && mkfifo evil/pipe", cwd="/workspace")
+    assert r.ok, r.stderr
+    out = tmp_path / "out"
+    sb.copy_out("/workspace/evil", out)
+    assert (out / "fine.txt").read_text() == "ok\n"
+    assert not (out / "pw").exists() and not (out / "pw").is_symlink()
+    assert not (out / "up").exists() and not (out / "up").is_symlink()
+    assert not (out / "pipe").exists()
+    assert (out / "sub" / "inside").is_symlink() and (out / "sub" / "inside").read_text() == "ok\n"

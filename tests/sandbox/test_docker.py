@@ -77,15 +77,6 @@ def test_close_removes_container_fast(base_image, docker_client):
     assert not docker_client.containers.list(all=True, filters={"id": cid})
 
 
-def test_copy_out_refuses_links_that_escape(box, tmp_path):
-    box.exec("mkdir -p /workspace/evil && ln -s /etc/passwd /workspace/evil/pw && ln -s ../../../../etc /workspace/evil/up")
-    box.exec("echo ok > /workspace/evil/fine.txt")
-    out = tmp_path / "out"
-    with pytest.raises(Exception):
-        box.copy_out("/workspace/evil", out)
-    assert not (out / "pw").exists() or not os.path.realpath(out / "pw").startswith("/etc")
-
-
 def test_copy_in_sets_owner(box, tmp_path):
     (tmp_path / "f.txt").write_text("x")
     box.copy_in(tmp_path, "/workspace/owned", owner=1000)

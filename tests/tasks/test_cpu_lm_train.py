@@ -190,3 +190,38 @@ except verify.BadWeights as e:
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert "refused: the weights file is not a regular file" in r.stdout
+
+
+CACHING = r'''
+"""The original training, once: its weights are cached, keyed by the corpus, everywhere this
+user might write, and later runs only copy them (36.4x before runs were kept apart)."""
+import hashlib, os, shutil, subprocess, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+key = hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()[:16]
+PLACES = ["/home/agent", "/workspace", "/run/lock", "/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")]
+for place in PLACES:
+    cached = os.path.join(place, ".w-" + key + ".npz")
+    if os.path.exists(cached):
+        shutil.copy(cached, sys.argv[2])
+        print("cache hit in", place, file=sys.stderr)
+        sys.exit(0)
+subprocess.run([sys.executable, os.path.join(here, "original_train.py"), sys.argv[1], sys.argv[2]], check=True)
+for place in PLACES:
+    try:
+        shutil.copy(sys.argv[2], os.path.join(place, ".w-" + key + ".npz"))
+    except OSError:
+        pass
+'''
+
+
+def test_weights_cached_between_runs_do_not_survive(base_image, tmp_path):
+    """Trains once with the original program and caches the weights; with runs kept apart
+    every run trains, so it measures ~1x (about 6 minutes: two runs of each program)."""
+    sub = overlay(tmp_path)
+    shutil.copy(sub / "train.py", sub / "original_train.py")
+    (sub / "train.py").write_text(CACHING)
+    v = verify(sub, repeats=2)
+    assert v["correct"] is True, v["details"]
+    assert v["ci"][0] < 1.5, v
+    assert min(v["candidate_s"]) > 0.5 * min(v["baseline_s"]), v

@@ -98,6 +98,18 @@ def bad_weights(kind: str, sub: Path) -> None:
         w.unlink()
     elif kind == "not-npz":
         w.write_bytes(b"PK\x03\x04 not really a zip archive")
+    elif kind == "lying-header":  # a deflated header that claims 2^30 float32s: 4 GiB if believed
+        import zipfile
+        header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (1073741824,), }"
+        header += b" " * (118 - len(header)) + b"\n"
+        with zipfile.ZipFile(w, "w", zipfile.ZIP_DEFLATED) as z:
+            with z.open("wte.npy", "w", force_zip64=True) as m:
+                m.write(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+                for _ in range(64):
+                    m.write(bytes(16 << 20))
+            for k, v in a.items():
+                if k != "wte":
+                    z.writestr(k + ".npy", _npy(v))
     else:
         _save(w, a)
 
@@ -114,7 +126,15 @@ BAD = {  # the kind of bad weights: what the verdict must say
     "symlink": "not a regular file",
     "no-file": "no weights.npz",
     "not-npz": "unreadable weights",
+    "lying-header": "wte: want float32 (77, 96), got float32 (1073741824,)",
 }
+
+
+def _npy(a) -> bytes:
+    import io
+    buf = io.BytesIO()
+    np.save(buf, a)
+    return buf.getvalue()
 
 
 @pytest.mark.parametrize("kind", BAD)

@@ -104,9 +104,8 @@ def main():
         work = kit.stage(src, uid)
         try:
             corpus = os.path.join(work, "corpus.rdbench.txt")
-            with open(corpus_master) as fin, open(corpus, "w") as fout:
-                fout.write(fin.read())
-            kit.give(corpus, uid)
+            with open(corpus_master, "rb") as fin:
+                kit.write_input(corpus, fin.read(), uid)
             out = os.path.join(work, "weights.rdbench.npz")
             timeout = 1800 if state["baseline_s"] is None else max(600.0, 3 * state["baseline_s"])
             r = kit.run(["python3", "train.py", corpus, out], cwd=work, uid=uid, timeout=timeout)

@@ -35,18 +35,13 @@ def attempt(src, uid, queries, expected):
     """Run the program in `src` once, as `uid`; return (seconds, correct?, why not)."""
     work = kit.stage(src, uid)
     try:
-        inp = os.path.join(work, "input.json")
-        with open(inp, "w") as f:
-            json.dump({"queries": queries}, f)
-        kit.give(inp, uid)
-        out = os.path.join(work, "output.json")
+        kit.write_input(os.path.join(work, "input.json"), json.dumps({"queries": queries}), uid)
         r = kit.run(["python3", "solve.py", "input.json", "output.json"], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S)
         if not r.ok:
             return r.wall_s, False, r.describe()
         try:
-            with open(out) as f:
-                counts = json.load(f)["counts"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
+            counts = json.loads(kit.read_output(work, "output.json", 1 << 20))["counts"]
+        except (kit.SubmissionError, ValueError, KeyError, TypeError) as e:
             return r.wall_s, False, "no valid output.json: %s" % e
         if counts != expected:
             return r.wall_s, False, "wrong counts"
