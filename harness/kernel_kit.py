@@ -2,22 +2,26 @@
 
 The harness copies this file into every verifier sandbox as /verifier/kernel_kit.py, beside
 verify_kit.py. A kernel task's verify.py describes its problem (`Problem`: hidden cases,
-tolerances, a PyTorch reference) and calls `main(problem)`. The same file is also the
-*runner*: `python3 -s kernel_kit.py JOB.json`, run as the candidate's user, imports the
-candidate's module and calls its kernel. Why two halves:
+tolerances, a PyTorch reference) and calls `main(problem)`. The same file is also run as a
+script, as the candidate's user, in two other roles (kernel_kit.md tells the whole design):
 
-- The candidate's code runs only in runner processes (uid 1000, a fresh private copy of the
-  submission per process, an empty home and Triton cache), never in the verifier's process.
-  Whatever it patches, it patches in its own interpreter.
-- The verifier (root) trusts nothing the runner says about *values*: the runner saves the
-  output tensors it got, and the verifier loads them (`torch.load(weights_only=True)`, exact
-  `torch.Tensor`, dtype, shape), regenerates the same inputs from the same seeds and compares
-  them with its own float64 PyTorch reference.
+- the *runner* (`python3 -s kernel_kit.py JOB.json`) imports the candidate's module, calls its
+  kernel on inputs drawn from seeds, saves each output, and records every Triton launch the
+  call made (kernel, file, grid, arguments: the call's *launch plan*);
+- the *witness* (`python3 -s kernel_kit.py --witness JOB.json`) never imports the candidate's
+  modules: it reads the submission's .py files with `ast`, rebuilds the recorded kernels (and
+  only them: bodies checked against a whitelist of what a Triton kernel may contain) into a
+  module of its own, regenerates the inputs, and replays the recorded launches on them, into
+  a NaN-filled `out` and zero-filled scratch buffers. Its outputs are what the verifier checks,
+  and on a GPU it is what is timed.
 
-What the runner *measures* (times, Triton launch counts) is necessarily measured in the
-candidate's process; the runner installs its hooks and captures its clocks before the
-candidate is imported, and kernel_kit.md says what a candidate that attacks them in its
-own interpreter could still do.
+Why: whatever runs in the candidate's process can make that process *say* anything (launch
+counts, which run it is in, its own result files). The witness's output can come only from
+the verifier's inputs, zeros and the submission's Triton kernel code, so a decoy kernel in
+front of a PyTorch fallback, or a submission with no kernels that forges the runner's files,
+comes out wrong there. The verifier (root) never runs candidate code and parses nothing of
+the candidate's beyond size-capped JSON; it loads outputs with `torch.load(weights_only=True)`
+(exact `torch.Tensor`, dtype, shape) and compares them with its own float64 reference.
 
 Checks, each against a known kernel-benchmark exploit:
 - several hidden cases from the secret seed, two of each shape with other values (a cache
@@ -28,24 +32,37 @@ Checks, each against a known kernel-benchmark exploit:
 - the output is snapshotted on the caller's stream the moment the call returns, and that
   snapshot is what gets checked (work on a side stream or in a thread is not done yet);
 - every case run twice; the two outputs must be bitwise equal (determinism);
-- static: a `@triton.jit` kernel in the submission; dynamic: Triton launches counted per call
-  (zero fails), and a second run with every Triton launch skipped must come out wrong (a
-  submission that is still right without its kernels computes elsewhere);
-- GPU timing: CUDA events and wall clock around a device-wide synchronize, L2 flushed before
-  every rep, new input values every rep; timed outputs re-checked by the verifier on reps it
-  picks afterwards; speedup against PyTorch eager (the value) and torch.compile (details),
-  each timed by the same runner as another user; a plausibility flag above the task's bound.
+- static: a `@triton.jit` kernel in the submission (a quick first check); dynamic: at least
+  one Triton launch per call, and the witness's replay of the recorded launches must give
+  bitwise the runner's output, and, replayed on *new* inputs of the same shape (a seed the
+  runner never saw), a right output (a plan that smuggles answers in scalar arguments fails);
+- GPU timing: the witness replays each bench case's recorded launches: CUDA events and wall
+  clock around a device-wide synchronize, L2 flushed before every rep, new input values every
+  rep; timed outputs re-checked by the verifier on reps it picks afterwards; speedup against
+  PyTorch eager (the value) and torch.compile (details), each timed by the runner as another
+  user; a plausibility flag above the task's bound.
 - CPU (no GPU): the same correctness checks under TRITON_INTERPRET=1, on small fp32/fp16
   cases; the speedup is reported as unavailable (value None), never as a number.
 """
 
+import os
+import sys
+
+if __name__ == "__main__":  # a runner or a witness: the working folder (the candidate's files) is not on sys.path
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != os.getcwd()]
+
+import ast  # noqa: E402 - after the sys.path fix
+import builtins
+import copy
+import importlib
+import importlib.util
+import inspect
 import json
 import math
-import os
 import random
 import re
 import shutil
-import sys
+import stat
 import tempfile
 import time
 
@@ -116,14 +133,51 @@ def describe(case):
     return "%s %s" % (case["out"]["dtype"], shapes)
 
 
+#: At most this many Triton launches are recorded per call; a longer plan is refused.
+MAX_LAUNCHES = 4096
+#: The launch options a recorded launch may carry (num_warps=... beside the kernel's arguments).
+LAUNCH_OPTIONS = ("num_warps", "num_stages", "num_ctas", "maxnreg", "enable_fp_fusion")
+#: Size caps of what the verifier reads from a runner or witness (report.json).
+MAX_REPORT_BYTES = 64 << 20
+
+
+def _dtype_name(dtype):
+    return str(dtype).replace("torch.", "")
+
+
 # ---- the runner: the candidate's process ----
 
-class _Launches:
-    """Counts Triton launches (and, for the no-op run, skips them) by wrapping `run` of the
-    JIT and interpreter kernel classes, before the candidate's module is imported."""
+def _encode(value):
+    """A kernel argument as JSON: a tensor by its storage (the key is the storage's address) and
+    view, a Triton dtype by name, a scalar as itself; anything else is marked unsupported (the
+    witness refuses it)."""
+    import triton.language as tl
+    if isinstance(value, torch.Tensor):
+        s = value.untyped_storage()
+        return {"tensor": {"key": s.data_ptr(), "nbytes": s.nbytes(), "offset": value.storage_offset(),
+                           "shape": list(value.shape), "stride": list(value.stride()),
+                           "dtype": _dtype_name(value.dtype)}}
+    if isinstance(value, tl.constexpr):
+        value = value.value
+    if isinstance(value, tl.dtype):
+        return {"tl_dtype": value.name}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return {"value": value}
+    return {"unsupported": type(value).__name__}
 
-    def __init__(self, skip):
-        self.count = 0
+
+class _Recorder:
+    """Records every Triton launch (the launch plan of a call) by wrapping `run` of the JIT and
+    interpreter kernel classes, before the candidate's module is imported. `run` of these
+    classes is the innermost launch: autotune and heuristics call it with their final
+    meta-parameters. Launches inside the autotuner's benchmarking are run, not recorded (the
+    final launch is), so a plan is the call's real work."""
+
+    def __init__(self):
+        self.plan = None  # the launches of the call in progress, when one is being recorded
+        self.overflow = False
+        self.depth = 0
+        self.benchmarking = 0
         self.names = set()
         import triton.runtime.jit as jit
         classes = [jit.JITFunction]
@@ -133,21 +187,73 @@ class _Launches:
         except ImportError:  # pragma: no cover - every Triton we ship has it
             pass
         for cls in classes:
-            cls.run = self._wrap(cls.run, skip)
+            cls.run = self._wrap(cls.run)
+        try:
+            from triton.runtime.autotuner import Autotuner
+            if hasattr(Autotuner, "_bench"):
+                Autotuner._bench = self._benchmarking(Autotuner._bench)
+        except ImportError:  # pragma: no cover
+            pass
 
-    def _wrap(self, run, skip):
-        counter = self
+    def _benchmarking(self, bench):
+        recorder = self
 
-        def counted_run(kernel, *args, **kwargs):
-            if kwargs.get("warmup"):
-                return run(kernel, *args, **kwargs)
-            counter.count += 1
-            counter.names.add(getattr(kernel, "__name__", "?"))
-            if skip:
-                return None
-            return run(kernel, *args, **kwargs)
+        def marked_bench(*args, **kwargs):
+            recorder.benchmarking += 1
+            try:
+                return bench(*args, **kwargs)
+            finally:
+                recorder.benchmarking -= 1
 
-        return counted_run
+        return marked_bench
+
+    def _wrap(self, run):
+        recorder = self
+
+        def recorded_run(kernel, *args, grid, warmup=False, **kwargs):
+            if warmup or recorder.depth or recorder.benchmarking or recorder.plan is None:
+                return run(kernel, *args, grid=grid, warmup=warmup, **kwargs)
+            launch, grid = recorder.describe(kernel, args, grid, kwargs)
+            if len(recorder.plan) < MAX_LAUNCHES:
+                recorder.plan.append(launch)
+            else:
+                recorder.overflow = True
+            recorder.depth += 1
+            try:  # the grid, evaluated once, is exactly the one recorded
+                return run(kernel, *args, grid=grid, warmup=warmup, **kwargs)
+            finally:
+                recorder.depth -= 1
+
+        return recorded_run
+
+    def describe(self, kernel, args, grid, kwargs):
+        """(the launch as JSON, the grid as a tuple of ints)."""
+        fn = getattr(kernel, "fn", None)
+        name = getattr(fn, "__name__", "?")
+        self.names.add(name)
+        try:
+            sig = inspect.signature(fn)
+            params = {k: v for k, v in kwargs.items() if k in sig.parameters}
+            options = {k: v for k, v in kwargs.items() if k not in sig.parameters}
+            bound = sig.bind(*args, **params)
+            given = dict(bound.arguments)
+            bound.apply_defaults()
+            if callable(grid):
+                grid = grid(dict(bound.arguments))
+            grid = tuple(int(g) for g in grid)
+            return {"kernel": name, "qualname": getattr(fn, "__qualname__", name),
+                    "file": os.path.relpath(fn.__code__.co_filename, os.getcwd()), "grid": list(grid),
+                    "args": {k: _encode(v) for k, v in given.items()},
+                    "options": {k: _encode(v) for k, v in options.items()}}, grid
+        except Exception as e:  # the launch itself will most likely fail too
+            return {"kernel": name, "unrecordable": "%s: %s" % (type(e).__name__, str(e)[:200])}, grid
+
+    def start(self):
+        self.plan, self.overflow = [], False
+
+    def stop(self):
+        plan, self.plan = self.plan, None
+        return plan
 
 
 def _overlaps(a, b):
@@ -159,8 +265,48 @@ def _overlaps(a, b):
     return a0 < b1 and b0 < a1
 
 
+def timed_reps(cases, reps, warmup, device, prepare, save_dir=None, perf=time.perf_counter, save=torch.save):
+    """Time `reps` reps of each case, after `warmup` untimed ones. `prepare(case, seed)` builds
+    what a rep needs (new input values every rep: seed + r) before its clock starts and returns
+    (go, result): go() is the timed work, result() its output. L2 flushed before every rep;
+    a device-wide synchronize before the clock starts and before it stops; CUDA events on the
+    caller's stream beside the wall clock. Outputs saved as t{case}_r{rep}.pt when save_dir."""
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=device) if cuda else None
+    timings = []
+    for i, case in enumerate(cases):
+        for w in range(warmup):
+            prepare(case, case["seed"] + 1000 + w)[0]()
+        wall, event = [], []
+        for r in range(reps):
+            go, result = prepare(case, case["seed"] + r)
+            if flush is not None:
+                flush.zero_()
+            sync()
+            if cuda:
+                e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                e0.record()
+            t0 = perf()
+            go()
+            if cuda:
+                e1.record()
+            sync()
+            t1 = perf()
+            wall.append(t1 - t0)
+            if cuda:
+                event.append(e0.elapsed_time(e1) / 1e3)
+            if save_dir:
+                save(result().detach().cpu(), os.path.join(save_dir, "t%d_r%d.pt" % (i, r)))
+            del go, result
+        timings.append({"case": i, "wall_s": wall, "event_s": event})
+    return timings
+
+
 class Runner:
-    """One runner process: a job from the verifier, results back as files."""
+    """One runner process: a job from the verifier, results back as files. In check mode it runs
+    the candidate and records its launch plans; in time mode it times a reference (eager or
+    torch.compile'd PyTorch: the candidate is timed by the witness)."""
 
     def __init__(self, job):
         self.job = job
@@ -168,12 +314,10 @@ class Runner:
         self.cuda = self.device.startswith("cuda")
         # the runner's own tools, bound before the candidate's code exists
         self.Tensor = torch.Tensor
-        self.perf = time.perf_counter
         self.save = torch.save
         self.equal = torch.equal
         self.sync = torch.cuda.synchronize if self.cuda else (lambda: None)
-        self.Event = torch.cuda.Event if self.cuda else None
-        self.launches = _Launches(skip=job["mode"] == "noop") if job.get("count_launches", True) else None
+        self.recorder = _Recorder() if job["mode"] == "check" else None
         self.out_dir = job["results"]
         self.calls = []
 
@@ -185,30 +329,26 @@ class Runner:
             fn = torch.compile(fn)
         return fn
 
-    def _n_launches(self):
-        return self.launches.count if self.launches is not None else 0
-
     def call(self, fn, case, seed):
-        """One call on fresh inputs; returns (snapshot of the output, problems, launches)."""
+        """One call of the candidate on fresh inputs; returns (snapshot of the output, problems,
+        launch plan: the recorded launches and the storages of the inputs and of `out`)."""
         args = make_args(case, seed, self.device)
         tensors = [a for a in args if isinstance(a, torch.Tensor)]
         pristine = [t.clone() for t in tensors]
         problems = []
-        if self.job["returns"]:  # a reference: returns its result
-            self.sync()
-            n0 = self._n_launches()
-            out = fn(*args)
-            snap = out.clone()
-            self.sync()
-            return snap, problems, self._n_launches() - n0
         out = new_out(case, self.device)
         ptr, shape, dtype = out.data_ptr(), tuple(out.shape), out.dtype
+        plan = {"inputs": [a.untyped_storage().data_ptr() if isinstance(a, torch.Tensor) else None for a in args],
+                "out": out.untyped_storage().data_ptr()}
         self.sync()
-        n0 = self._n_launches()
-        ret = fn(*args, out)
+        self.recorder.start()
+        try:
+            ret = fn(*args, out)
+        finally:
+            plan["launches"] = self.recorder.stop()
+            plan["overflow"] = self.recorder.overflow
         snap = torch.Tensor.clone(out) if type(out) is self.Tensor else torch.full_like(out.as_subclass(self.Tensor), float("nan"))
         self.sync()  # device-wide: all streams
-        launches = self._n_launches() - n0
         if ret is not None and ret is not out:
             if isinstance(ret, torch.Tensor) and type(ret) is not self.Tensor:
                 problems.append("returned a %s, a torch.Tensor subclass: outputs must be plain tensors written into `out`"
@@ -233,64 +373,35 @@ class Runner:
         if not self.equal(snap.nan_to_num(123.0), out.as_subclass(self.Tensor).nan_to_num(123.0)):
             problems.append("`out` was still being written after the call returned (work on a side stream, "
                             "in a thread, or deferred): it must be complete on the caller's stream")
-        return snap, problems, launches
+        return snap, problems, plan
 
     def check(self, fn):
         reps = self.job.get("reps", 2)
         for i, case in enumerate(self.job["cases"]):
             for r in range(reps):
-                snap, problems, launches = self.call(fn, case, case["seed"])
+                snap, problems, plan = self.call(fn, case, case["seed"])
                 self.save(snap.detach().cpu(), os.path.join(self.out_dir, "c%d_r%d.pt" % (i, r)))
-                self.calls.append({"case": i, "rep": r, "launches": launches, "problems": problems})
+                self.calls.append({"case": i, "rep": r, "launches": len(plan["launches"]), "problems": problems,
+                                   "plan": plan})
 
     def time(self, fn):
-        """Timed reps of each case: new inputs every rep, L2 flushed, device-wide sync."""
-        flush = torch.empty(L2_FLUSH_BYTES, dtype=torch.int8, device=self.device) if self.cuda else None
-        timings = []
-        for i, case in enumerate(self.job["cases"]):
-            for w in range(self.job.get("warmup", 3)):
-                self.call(fn, case, case["seed"] + 1000 + w)
-            wall, event, launches, problems = [], [], 0, []
-            for r in range(self.job["reps"]):
-                seed = case["seed"] + r
-                args = make_args(case, seed, self.device)
-                out = None if self.job["returns"] else new_out(case, self.device)
-                if flush is not None:
-                    flush.zero_()
-                self.sync()
-                n0 = self._n_launches()
-                if self.cuda:
-                    e0, e1 = self.Event(enable_timing=True), self.Event(enable_timing=True)
-                    e0.record()
-                t0 = self.perf()
-                ret = fn(*args) if out is None else fn(*args, out)
-                if self.cuda:
-                    e1.record()
-                self.sync()
-                t1 = self.perf()
-                wall.append(t1 - t0)
-                if self.cuda:
-                    event.append(e0.elapsed_time(e1) / 1e3)
-                launches += self._n_launches() - n0
-                result = ret if out is None else out
-                if self.job.get("save", True):
-                    if type(result) is not self.Tensor:
-                        problems.append("timed rep %d: output is a %s, not a plain torch.Tensor" % (r, type(result).__name__))
-                    self.save(result.detach().as_subclass(self.Tensor).cpu(), os.path.join(self.out_dir, "t%d_r%d.pt" % (i, r)))
-                del args, out, ret, result
-            timings.append({"case": i, "wall_s": wall, "event_s": event, "launches": launches, "problems": problems})
-        return timings
+        """Timed reps of a reference, which returns its result."""
+        def prepare(case, seed):
+            args, got = make_args(case, seed, self.device), []
+            return (lambda: got.append(fn(*args))), (lambda: got[0])
+
+        return timed_reps(self.job["cases"], self.job["reps"], self.job.get("warmup", 3), self.device, prepare,
+                          self.out_dir if self.job.get("save") else None)
 
     def main(self):
         fn = self.load_fn()
         report = {}
-        if self.job["mode"] in ("check", "noop"):
+        if self.job["mode"] == "check":
             self.check(fn)
             report["calls"] = self.calls
+            report["kernels"] = sorted(self.recorder.names)[:50]
         else:
             report["timings"] = self.time(fn)
-        if self.launches is not None:
-            report["kernels"] = sorted(self.launches.names)[:50]
         with open(os.path.join(self.out_dir, "report.json"), "w") as f:
             json.dump(report, f)
 
@@ -300,8 +411,517 @@ def runner_main(job_path):
         job = json.load(f)
     Runner(job).main()
 
+# ---- the witness: replays recorded launches from the submission's kernel source only ----
 
-# ---- the verifier: root, never runs candidate code ----
+class Refused(Exception):
+    """A recorded plan or a kernel the witness will not replay; the message says why."""
+
+
+#: What a kernel body may contain. In the interpreter (TRITON_INTERPRET=1) a body runs as plain
+#: Python, so it must not reach anything but Triton: no imports, no functions of its own, no
+#: exception handling, no `_` attributes (`__globals__`, `__class__`, ...).
+ALLOWED_NODES = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.While, ast.If, ast.IfExp, ast.Break,
+                 ast.Continue, ast.Pass, ast.Return, ast.Expr, ast.Call, ast.BinOp, ast.UnaryOp, ast.BoolOp,
+                 ast.Compare, ast.Subscript, ast.Slice, ast.Tuple, ast.List, ast.Constant, ast.Name, ast.Attribute,
+                 ast.keyword, ast.Assert, ast.JoinedStr, ast.FormattedValue,
+                 ast.expr_context, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)
+BUILTINS = ("range", "min", "max", "int", "float", "bool", "len", "abs", "print")
+#: Modules a kernel may reach (by an import at the top of its file, then attributes).
+MODULES = ("triton", "triton.language", "triton.language.math", "triton.language.extra",
+           "triton.language.extra.libdevice", "triton.language.extra.cuda", "triton.language.extra.cuda.libdevice",
+           "math")
+#: Of the `triton` package itself, only these (the rest is the compiler and runtime).
+TRITON_TOP = ("language", "cdiv", "next_power_of_2", "constexpr")
+#: Attribute names a kernel may use on its values (tensors, dtypes, constexprs): the public
+#: interface of Triton's tensor and type classes, and their data attributes.
+VALUE_ATTRS_EXTRA = ("dtype", "shape", "type", "numel", "element_ty", "value", "primitive_bitwidth", "name",
+                     "int_bitwidth", "int_signedness", "fp_mantissa_width", "exponent_bias", "address_space")
+VALUE_ATTRS_DENY = ("handle", "to_ir", "codegen_name", "cache_key_part", "mangle")
+#: Files the witness parses: larger ones are refused.
+MAX_SOURCE_BYTES = 2 << 20
+#: Scratch buffers (storages a plan uses besides the inputs and `out`) are zero-filled by the
+#: witness, at most this many times the bytes of the inputs and `out` (and at least 1 MiB).
+SCRATCH_FACTOR = 16
+PREFIX = "rdbench_"  # the witness's names in the module it builds; refused as a kernel's own names
+
+
+def _value_attrs():
+    import triton.language as tl
+    names = set(VALUE_ATTRS_EXTRA)
+    for cls in (tl.tensor, tl.dtype, tl.pointer_type, tl.block_type, tl.constexpr):
+        names |= {n for n in dir(cls) if not n.startswith("_")}
+    return names - set(VALUE_ATTRS_DENY)
+
+
+def _from_triton_language(value):
+    import triton.language as tl
+    if isinstance(value, (bool, int, float, str, tl.dtype, tl.constexpr)):
+        return True
+    inner = getattr(value, "fn", None)  # Triton's own @jit functions (tl.max, ...): the function they wrap
+    module = getattr(inner if inspect.isfunction(inner) else value, "__module__", None)
+    return isinstance(module, str) and module.startswith("triton.language")
+
+
+class _Source:
+    """One parsed .py file of the submission, with its top-level bindings (the last wins)."""
+
+    def __init__(self, root, rel, index):
+        self.rel, self.index = rel, index
+        path = os.path.join(root, rel)
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise Refused("%s is not a regular file" % rel)
+        if st.st_size > MAX_SOURCE_BYTES:
+            raise Refused("%s is too large to read (%d bytes)" % (rel, st.st_size))
+        with open(path, "rb") as f:
+            text = f.read()
+        try:
+            self.tree = ast.parse(text, filename=rel)
+        except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
+            raise Refused("cannot parse %s: %s" % (rel, type(e).__name__))
+        self.bindings = {}
+        for stmt in self.tree.body:
+            if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                self.bindings[stmt.name] = stmt
+            elif isinstance(stmt, (ast.Import, ast.ImportFrom)):
+                for alias in stmt.names:
+                    if alias.name != "*":
+                        bound = alias.asname or alias.name.split(".")[0]
+                        self.bindings[bound] = (stmt, alias)
+            elif isinstance(stmt, (ast.Assign, ast.AnnAssign)) and all(
+                    isinstance(t, ast.Name) for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])):
+                for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]):
+                    self.bindings[t.id] = stmt
+            else:  # bound some other way (a loop, a conditional, a tuple target): not resolvable statically
+                for node in ast.walk(stmt):
+                    if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                        self.bindings[node.id] = stmt
+                    elif isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
+                        self.bindings[node.name] = stmt
+                    elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                        for alias in node.names:
+                            self.bindings[alias.asname or alias.name.split(".")[0]] = stmt
+
+
+class KernelSource:
+    """Builds, from the submission's source only, a module holding the recorded kernels and what
+    they use: other kernels (also from other files of the submission), literal constants, and
+    imports of triton, triton.language and math. Every body is checked against the whitelist
+    first; decorators are dropped (autotune and heuristics already gave the launch its final
+    meta-parameters) and replaced by a plain `triton.jit`."""
+
+    def __init__(self, root):
+        self.root = root
+        self.sources = {}
+        self.ids = {}  # (file, name) -> the name in the built module (None: a builtin)
+        self.lines = []  # the built module's definitions, in dependency order
+        self.params = {}  # the name in the built module of a kernel -> its parameter names
+        self.value_attrs = _value_attrs()
+
+    def source(self, rel):
+        rel = os.path.normpath(rel) if isinstance(rel, str) else ""
+        if (os.path.isabs(rel) or rel.startswith("..") or not rel.endswith(".py")
+                or not os.path.isfile(os.path.join(self.root, rel))):
+            raise Refused("the recorded kernel file %r is not a .py file of the submission" % rel[:200])
+        if rel not in self.sources:
+            self.sources[rel] = _Source(self.root, rel, len(self.sources))
+        return self.sources[rel]
+
+    def kernel(self, rel, name):
+        """The built module's name of kernel `name` defined at the top of file `rel`."""
+        src = self.source(rel)
+        stmt = src.bindings.get(name)
+        if not isinstance(stmt, ast.FunctionDef):
+            raise Refused("the recorded kernel %s is not a top-level def in %s" % (name, rel))
+        return self.resolve(src, name, "the recorded launch")
+
+    # -- names --
+
+    def resolve(self, src, name, where):
+        """The built module's name for module-level `name` of `src`, defining what it needs."""
+        key = (src.rel, name)
+        if key in self.ids:
+            return self.ids[key]
+        stmt = src.bindings.get(name)
+        if stmt is None:
+            if name in BUILTINS:
+                self.ids[key] = None
+                return None
+            raise Refused("%s: the name %s is not defined at the top of %s" % (where, name, src.rel))
+        gid = "%s%d_%s" % (PREFIX, src.index, name)
+        self.ids[key] = gid  # before the body: a kernel may name itself
+        if isinstance(stmt, ast.FunctionDef):
+            self.define_kernel(src, stmt, gid)
+        elif isinstance(stmt, tuple):
+            other = self.import_(src, stmt[0], stmt[1], gid, where)
+            if other is not None:  # a name imported from another file of the submission
+                self.ids[key] = other
+                return other
+        elif isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            self.define_constant(src, stmt, gid, where)
+        else:
+            raise Refused("%s: %s (line %d of %s) is not a kernel, a literal constant, or an import of triton, "
+                          "triton.language or math" % (where, name, getattr(stmt, "lineno", 0), src.rel))
+        return gid
+
+    def static_value(self, src, node):
+        """The object a Name/Attribute chain rooted at an allowed import stands for, else None."""
+        attrs = []
+        while isinstance(node, ast.Attribute):
+            attrs.append(node.attr)
+            node = node.value
+        if not isinstance(node, ast.Name):
+            return None
+        stmt = src.bindings.get(node.id)
+        if not isinstance(stmt, tuple):
+            return None
+        obj = self.imported(src, stmt[0], stmt[1], "a constant")
+        if obj is None:
+            return None
+        return self.walk_attrs(obj, reversed(attrs), "a constant")
+
+    def imported(self, src, stmt, alias, where):
+        """The object an import of an allowed module binds, or None for a submission import."""
+        if isinstance(stmt, ast.Import):
+            top = alias.name if alias.asname else alias.name.split(".")[0]
+            if top not in MODULES:
+                raise Refused("%s: imports %s (a kernel may use only triton, triton.language and math)" % (where, alias.name))
+            return importlib.import_module(top)
+        if stmt.level == 0 and stmt.module in MODULES:
+            return self.walk_attrs(importlib.import_module(stmt.module), [alias.name], where)
+        return None
+
+    def walk_attrs(self, obj, attrs, where):
+        """Follow attributes from an allowed module: modules must be allowed ones, other values
+        Triton's (or math's); past a non-module value, only the value attributes."""
+        for a in attrs:
+            if a.startswith("_"):
+                raise Refused("%s: the attribute %s is not allowed in a Triton kernel" % (where, a))
+            if not inspect.ismodule(obj):
+                if a not in self.value_attrs:
+                    raise Refused("%s: the attribute .%s is not allowed in a Triton kernel" % (where, a))
+                return None  # a value: not followed statically
+            mod = obj.__name__
+            if mod == "triton" and a not in TRITON_TOP:
+                raise Refused("%s: triton.%s is not allowed in a Triton kernel" % (where, a))
+            try:
+                value = getattr(obj, a)
+            except AttributeError:
+                raise Refused("%s: %s has no attribute %s" % (where, mod, a))
+            if inspect.ismodule(value):
+                if value.__name__ not in MODULES:
+                    raise Refused("%s: the module %s is not allowed in a Triton kernel" % (where, value.__name__))
+            elif mod not in ("math", "triton") and not _from_triton_language(value):
+                raise Refused("%s: %s.%s is not allowed in a Triton kernel" % (where, mod, a))
+            obj = value
+        return obj
+
+    def import_(self, src, stmt, alias, gid, where):
+        """Define `gid` as an allowed import; or resolve a name imported from the submission."""
+        obj = self.imported(src, stmt, alias, where)
+        if obj is not None:
+            if inspect.ismodule(obj):
+                self.lines.append("import %s as %s" % (obj.__name__, gid))
+            else:
+                self.lines.append("from %s import %s as %s" % (stmt.module, alias.name, gid))
+            return None
+        if isinstance(stmt, ast.Import):  # pragma: no cover - imported() refused it
+            raise Refused("%s: imports %s" % (where, alias.name))
+        base = os.path.dirname(src.rel) if stmt.level else ""
+        for _ in range(max(0, stmt.level - 1)):
+            base = os.path.dirname(base)
+        parts = (stmt.module or "").split(".") if stmt.module else []
+        for candidate in (os.path.join(base, *parts) + ".py", os.path.join(base, *parts, "__init__.py")):
+            if os.path.isfile(os.path.join(self.root, candidate)):
+                return self.resolve(self.source(candidate), alias.name, where)
+        raise Refused("%s: imports from %s (a kernel may use only triton, triton.language, math and other "
+                      "files of the submission)" % (where, "." * stmt.level + (stmt.module or "")))
+
+    def define_constant(self, src, stmt, gid, where):
+        """NAME = literal, NAME = tl.constexpr(literal), NAME: tl.constexpr = literal."""
+        import triton.language as tl
+        value, wrap = stmt.value, False
+        if isinstance(stmt, ast.AnnAssign):
+            wrap = self.static_value(src, stmt.annotation) is tl.constexpr
+        if (isinstance(value, ast.Call) and len(value.args) == 1 and not value.keywords
+                and self.static_value(src, value.func) is tl.constexpr):
+            value, wrap = value.args[0], True
+        try:
+            literal = ast.literal_eval(value) if value is not None else None
+        except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+            literal = Refused
+        if value is None or not (literal is None or type(literal) in (bool, int, float, str)):
+            raise Refused("%s: %s (line %d of %s) is not a literal constant" % (where, gid.split("_", 2)[-1],
+                                                                                stmt.lineno, src.rel))
+        self.lines.append("%s = %s" % (gid, ("%stl.constexpr(%r)" % (PREFIX, literal)) if wrap else repr(literal)))
+
+    # -- kernels --
+
+    def define_kernel(self, src, fdef, gid):
+        where = "kernel %s (%s)" % (fdef.name, src.rel)
+        a = fdef.args
+        if a.vararg or a.kwarg:
+            raise Refused("%s: *args and **kwargs are not allowed in a Triton kernel" % where)
+        params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs]
+        local = set(params)
+        for stmt in fdef.body:
+            for node in ast.walk(stmt):
+                if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+                    local.add(node.id)
+        if any(n.startswith(PREFIX) for n in local):
+            raise Refused("%s: names starting with %s are reserved" % (where, PREFIX))
+        renames = {}
+        # defaults are evaluated where the def is: module names only
+        for expr in a.defaults + [d for d in a.kw_defaults if d is not None]:
+            self.check(expr, src, set(), where, renames)
+        for stmt in fdef.body:
+            self.check(stmt, src, local, where, renames)
+        node = _Rename(renames, local).visit(copy.deepcopy(fdef))
+        node.name = gid
+        # Annotations: Triton's interpreter compiles kernels with `from __future__ import
+        # annotations` and reads an annotation by its text ("tl.constexpr"), so each one that
+        # stands for an object of triton.language is written as `tl.NAME` (the built module binds
+        # `tl`); others are dropped.
+        import triton.language as tl
+        for p in node.args.posonlyargs + node.args.args + node.args.kwonlyargs:
+            original = next(q for q in a.posonlyargs + a.args + a.kwonlyargs if q.arg == p.arg).annotation
+            p.annotation = None
+            try:
+                value = self.static_value(src, original) if original is not None else None
+            except Refused:
+                value = None
+            tail = original.attr if isinstance(original, ast.Attribute) else getattr(original, "id", None)
+            if value is not None and tail and getattr(tl, tail, None) is value:
+                p.annotation = ast.Attribute(value=ast.Name(id="tl", ctx=ast.Load()), attr=tail, ctx=ast.Load())
+        node.returns = None
+        node.decorator_list = [ast.Attribute(value=ast.Name(id=PREFIX + "triton", ctx=ast.Load()), attr="jit",
+                                             ctx=ast.Load())]
+        # docstrings dropped: the interpreter finds a kernel's `def` line by text
+        node.body = [s for s in node.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        node.body = node.body or [ast.Pass()]
+        self.lines.append(ast.unparse(ast.fix_missing_locations(node)))
+        self.params[gid] = params
+
+    def check(self, node, src, local, where, renames):
+        """The whitelist, node by node: the node's kind first, then (innermost first, so that a
+        refusal names the deepest offence) its children, then its names and attributes."""
+        if not isinstance(node, ALLOWED_NODES):
+            raise Refused("%s, line %s: %s is not allowed in a Triton kernel" % (
+                where, getattr(node, "lineno", "?"), type(node).__name__))
+        if isinstance(node, ast.keyword) and node.arg is None:
+            raise Refused("%s: **kwargs are not allowed in a Triton kernel" % where)
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise Refused("%s, line %d: the attribute .%s is not allowed in a Triton kernel" % (
+                where, node.lineno, node.attr))
+        for child in ast.iter_child_nodes(node):
+            self.check(child, src, local, where, renames)
+        if isinstance(node, ast.Name):
+            if node.id not in local:
+                if node.id not in src.bindings and node.id not in BUILTINS and hasattr(builtins, node.id):
+                    raise Refused("%s, line %d: the builtin %s is not allowed in a Triton kernel" % (
+                        where, node.lineno, node.id))
+                gid = self.resolve(src, node.id, where)
+                if gid is not None:
+                    renames[node.id] = gid
+        elif isinstance(node, ast.Attribute):
+            attrs, root = [], node
+            while isinstance(root, ast.Attribute):
+                attrs.append(root.attr)
+                root = root.value
+            attrs.reverse()
+            stmt = src.bindings.get(root.id) if isinstance(root, ast.Name) and root.id not in local else None
+            if isinstance(stmt, tuple) and self.imported(src, stmt[0], stmt[1], where) is not None:
+                self.walk_attrs(self.imported(src, stmt[0], stmt[1], where), attrs, where)
+            elif node.attr.startswith("_") or node.attr not in self.value_attrs:
+                raise Refused("%s, line %d: the attribute .%s is not allowed in a Triton kernel" % (
+                    where, node.lineno, node.attr))
+
+    def module(self, folder):
+        """Write the built module into `folder` and import it (by path: nothing on sys.path)."""
+        path = os.path.join(folder, "rdbench_witness_kernels.py")
+        text = "\n\n".join(["import triton as %striton" % PREFIX,
+                            "import triton.language as %stl  # the interpreter looks for triton.language here" % PREFIX,
+                            "import triton.language as tl  # for annotations: tl.constexpr"]
+                           + self.lines) + "\n"
+        with open(path, "w") as f:
+            f.write(text)
+        spec = importlib.util.spec_from_file_location("rdbench_witness_kernels", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["rdbench_witness_kernels"] = module
+        spec.loader.exec_module(module)
+        return module
+
+
+class _Rename(ast.NodeTransformer):
+    """Module-level names of a kernel body -> their names in the built module."""
+
+    def __init__(self, renames, local):
+        self.renames, self.local = renames, local
+
+    def visit_Name(self, node):
+        if node.id in self.renames and node.id not in self.local:
+            return ast.copy_location(ast.Name(id=self.renames[node.id], ctx=node.ctx), node)
+        return node
+
+    def visit_arguments(self, node):  # defaults and annotations: module scope
+        saved, self.local = self.local, set()
+        node = self.generic_visit(node)
+        self.local = saved
+        return node
+
+
+def _is_int(x, lo=0, hi=1 << 62):
+    return type(x) is int and lo <= x <= hi
+
+
+class Witness:
+    """One witness process: builds the recorded kernels, then replays plans (check or time mode)."""
+
+    def __init__(self, job):
+        self.job = job
+        self.device = job["device"]
+        self.kernels = {}  # (file, name) -> kernel object of the built module
+        self.replayed = 0
+
+    def build(self, plans):
+        import triton.language as tl
+        self.tl = tl
+        source = KernelSource(os.getcwd())
+        wanted = []
+        for plan in plans:
+            launches = plan.get("launches") if isinstance(plan, dict) else None
+            if not isinstance(launches, list) or plan.get("overflow") or len(launches) > MAX_LAUNCHES:
+                raise Refused("a malformed or too long launch plan (at most %d launches a call)" % MAX_LAUNCHES)
+            for launch in launches:
+                if not isinstance(launch, dict) or "unrecordable" in launch:
+                    raise Refused("a launch could not be recorded: %s" % str(
+                        launch.get("unrecordable") if isinstance(launch, dict) else launch)[:300])
+                name, rel = launch.get("kernel"), launch.get("file")
+                if not (isinstance(name, str) and name.isidentifier() and isinstance(rel, str)):
+                    raise Refused("a malformed launch record")
+                if (rel, name) not in wanted:
+                    wanted.append((rel, name))
+        ids = {key: source.kernel(*key) for key in wanted}
+        module = source.module(self.job["home"])
+        self.kernels = {key: (getattr(module, gid), source.params[gid]) for key, gid in ids.items()}
+        return sorted("%s:%s" % key for key in wanted)
+
+    def tensor_view(self, spec, storages):
+        t = spec.get("tensor") if isinstance(spec, dict) else None
+        if not isinstance(t, dict):
+            raise Refused("a malformed tensor argument")
+        shape, stride, offset, dtype = t.get("shape"), t.get("stride"), t.get("offset"), t.get("dtype")
+        dt = getattr(torch, dtype, None) if isinstance(dtype, str) and dtype.isidentifier() else None
+        if (not isinstance(dt, torch.dtype) or not isinstance(shape, list) or not isinstance(stride, list)
+                or len(shape) != len(stride) or len(shape) > 8 or not all(_is_int(n, 0, 1 << 40) for n in shape + stride)
+                or not _is_int(offset, 0, 1 << 40)):
+            raise Refused("a malformed tensor argument")
+        storage = storages[t["key"]]
+        size = torch.empty(0, dtype=dt).element_size()
+        end = offset + (sum((n - 1) * s for n, s in zip(shape, stride)) + 1 if all(shape) else 0)
+        if end * size > storage.nbytes():
+            raise Refused("a recorded tensor view reaches past its buffer")
+        return torch.empty(0, dtype=dt, device=self.device).set_(storage, offset, shape, stride)
+
+    def scalar(self, spec):
+        if isinstance(spec, dict) and "value" in spec and len(spec) == 1:
+            v = spec["value"]
+            if v is None or type(v) in (bool, int, float) or (type(v) is str and len(v) <= 200):
+                return v
+        if isinstance(spec, dict) and isinstance(spec.get("tl_dtype"), str) and len(spec) == 1:
+            d = self.tl.dtype
+            if spec["tl_dtype"] in d.SINT_TYPES + d.UINT_TYPES + d.FP_TYPES + d.OTHER_TYPES:
+                return self.tl.dtype(spec["tl_dtype"])
+        raise Refused("an argument the witness cannot replay: %s" % json.dumps(spec)[:200])
+
+    def prepare(self, plan, case, seed):
+        """The launches of `plan` on the verifier's inputs drawn from `seed`, a NaN-filled `out`, and
+        zero-filled scratch: (go, result) as timed_reps wants them."""
+        args, out = make_args(case, seed, self.device), new_out(case, self.device)
+        inputs = plan.get("inputs")
+        if not isinstance(inputs, list) or len(inputs) != len(args) or not _is_int(plan.get("out")):
+            raise Refused("a malformed launch plan (its inputs and out)")
+        storages, given = {}, 0
+        for key, a in zip(inputs, args):
+            if isinstance(a, torch.Tensor):
+                if not _is_int(key):
+                    raise Refused("a malformed launch plan (its inputs)")
+                storages[key] = a.untyped_storage()
+                given += a.untyped_storage().nbytes()
+        storages[plan["out"]] = out.untyped_storage()
+        given += out.untyped_storage().nbytes()
+        scratch = {}
+        for launch in plan["launches"]:
+            for spec in list(launch.get("args", {}).values()) if isinstance(launch.get("args"), dict) else []:
+                t = spec.get("tensor") if isinstance(spec, dict) else None
+                if isinstance(t, dict):
+                    if not (_is_int(t.get("key")) and _is_int(t.get("nbytes"), 0, 1 << 40)):
+                        raise Refused("a malformed tensor argument")
+                    if t["key"] not in storages:
+                        scratch[t["key"]] = max(scratch.get(t["key"], 0), t["nbytes"])
+        if sum(scratch.values()) > max(SCRATCH_FACTOR * given, 1 << 20):
+            raise Refused("the plan's scratch buffers (%d bytes) are more than %dx the inputs and output" % (
+                sum(scratch.values()), SCRATCH_FACTOR))
+        for key, n in scratch.items():
+            storages[key] = torch.zeros(n, dtype=torch.uint8, device=self.device).untyped_storage()
+        calls = []
+        for launch in plan["launches"]:
+            kernel, params = self.kernels[(launch["file"], launch["kernel"])]
+            grid, kwargs, options = launch.get("grid"), launch.get("args"), launch.get("options", {})
+            if (not isinstance(grid, list) or not 1 <= len(grid) <= 3 or not all(_is_int(g, 0, (1 << 31) - 1) for g in grid)
+                    or not isinstance(kwargs, dict) or not isinstance(options, dict)):
+                raise Refused("a malformed launch record of %s" % launch["kernel"])
+            if not set(kwargs) <= set(params) or not set(options) <= set(LAUNCH_OPTIONS):
+                raise Refused("a launch of %s with arguments it does not have: %s" % (
+                    launch["kernel"], sorted(set(kwargs) - set(params)) + sorted(set(options) - set(LAUNCH_OPTIONS))))
+            kw = {k: (self.tensor_view(v, storages) if isinstance(v, dict) and "tensor" in v else self.scalar(v))
+                  for k, v in kwargs.items()}
+            kw.update({k: self.scalar(v) for k, v in options.items()})
+            calls.append((kernel, tuple(grid), kw))
+
+        def go():
+            for kernel, grid, kw in calls:
+                kernel[grid](**kw)
+            self.replayed += len(calls)
+
+        return go, (lambda: out)
+
+    def main(self):
+        job = self.job
+        report = {}
+        if job["mode"] == "check":
+            replays = job["replays"]
+            report["kernels"] = self.build([r["plan"] for r in replays])
+            for r in replays:
+                case = job["cases"][r["case"]]
+                go, result = self.prepare(r["plan"], case, r["seed"])
+                go()
+                torch.save(result().detach().cpu(), os.path.join(job["results"], r["save"]))
+        else:
+            plans = job["plans"]
+            report["kernels"] = self.build(plans)
+            by_case = {id(c): p for c, p in zip(job["cases"], plans)}
+
+            def prepare(case, seed):
+                return self.prepare(by_case[id(case)], case, seed)
+
+            report["timings"] = timed_reps(job["cases"], job["reps"], job.get("warmup", 3), self.device, prepare,
+                                           job["results"] if job.get("save") else None)
+        report["launches"] = self.replayed
+        return report
+
+
+def witness_main(job_path):
+    with open(job_path) as f:
+        job = json.load(f)
+    try:
+        report = Witness(job).main()
+    except Refused as e:
+        report = {"refused": str(e)[:2000]}
+    except Exception as e:  # a kernel that fails to compile or to run, a record that breaks a check
+        report = {"refused": "replaying the recorded Triton launches failed: %s: %s" % (type(e).__name__, str(e)[:1500])}
+    with open(os.path.join(job["results"], "report.json"), "w") as f:
+        json.dump(report, f)
 
 class Problem:
     """A kernel task, as its verify.py describes it.
@@ -334,7 +954,8 @@ JIT_RE = re.compile(r"@\s*triton\s*\.\s*(jit|autotune|heuristics)\b|\btriton\s*\
 
 
 def static_check(submission, module):
-    """The submission's module exists and the submission holds at least one Triton kernel."""
+    """The submission's module exists and the submission holds at least one Triton kernel (a
+    quick first check: the text alone proves nothing; the witness's replay does)."""
     if not os.path.isfile(os.path.join(submission, module + ".py")):
         return "no %s.py in the submission" % module
     for root, dirs, files in os.walk(submission):
@@ -347,6 +968,24 @@ def static_check(submission, module):
                 except OSError:
                     pass
     return "no @triton.jit kernel anywhere in the submission"
+
+
+def _read_report(path):
+    """A report.json left by a runner or a witness: a regular file (not a link the candidate's
+    user planted), at most MAX_REPORT_BYTES, holding a JSON object."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file")
+    if st.st_size > MAX_REPORT_BYTES:
+        raise ValueError("larger than %d bytes" % MAX_REPORT_BYTES)
+    with open(path) as f:
+        report = json.load(f)
+    if not isinstance(report, dict):
+        raise ValueError("not an object")
+    return report
+
+
+NOT_TRITONS = "the output was not produced by the recorded Triton launches"
 
 
 class Verifier:
@@ -369,11 +1008,11 @@ class Verifier:
     def seeded(self, cases):
         return [dict(c, seed=self.rng.getrandbits(40)) for c in cases]
 
-    # -- running the runner --
+    # -- running the runner and the witness --
 
-    def launch(self, src, uid, job, extra_files=()):
-        """Run one runner process as `uid` on a fresh private copy of `src`; return
-        (ok, note, report, results folder). The caller removes the folder."""
+    def launch(self, src, uid, job, extra_files=(), witness=False):
+        """Run one runner (or, with witness, one witness) process as `uid` on a fresh private copy
+        of `src`; return (ok, note, report, results folder). The caller removes the folder."""
         work = self.kit.stage(src, uid)
         parent = os.path.dirname(work)
         results, home = os.path.join(parent, "results"), os.path.join(parent, "home")
@@ -383,7 +1022,7 @@ class Verifier:
         for path in extra_files:
             shutil.copy(path, work)
             self.kit.give(os.path.join(work, os.path.basename(path)), uid)
-        job = dict(job, device=self.device, results=results)
+        job = dict(job, device=self.device, results=results, home=home)
         job_path = os.path.join(parent, "job.json")
         with open(job_path, "w") as f:
             json.dump(job, f)
@@ -394,25 +1033,25 @@ class Verifier:
             env["TRITON_INTERPRET"] = "1"
         if "CUDA_DEVICE_ORDER" in os.environ:
             env["CUDA_DEVICE_ORDER"] = os.environ["CUDA_DEVICE_ORDER"]
-        r = self.kit.run([sys.executable, "-s", os.path.join(self.public, "kernel_kit.py"), job_path],
-                         cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)
+        cmd = [sys.executable, "-s", os.path.join(self.public, "kernel_kit.py")] + (["--witness"] if witness else [])
+        r = self.kit.run(cmd + [job_path], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)
         shutil.rmtree(work, ignore_errors=True)
         if not r.ok:
             return False, r.describe(), None, parent
         try:
-            with open(os.path.join(results, "report.json")) as f:
-                report = json.load(f)
-            if not isinstance(report, dict):
-                raise ValueError("not an object")
-        except (OSError, ValueError) as e:
-            return False, "the runner left no valid report: %s" % e, None, parent
+            report = _read_report(os.path.join(results, "report.json"))
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
+            return False, "the %s left no valid report: %s" % ("witness" if witness else "runner", e), None, parent
         return True, "", report, parent
 
     def load(self, parent, name, case):
-        """An output the runner saved: a plain CPU tensor of the right shape and dtype, or a reason."""
+        """An output a runner or witness saved: a plain CPU tensor of the right shape and dtype, or a reason."""
         path = os.path.join(parent, "results", name)
         try:
-            if os.path.getsize(path) > 8 * math.prod(case["out"]["shape"]) + (1 << 16):
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return None, "output is not a regular file"
+            if st.st_size > 8 * math.prod(case["out"]["shape"]) + (1 << 16):
                 return None, "output file too large"
             t = torch.load(path, weights_only=True, map_location="cpu")
         except Exception as e:  # a missing or forged file
@@ -446,65 +1085,93 @@ class Verifier:
 
     # -- the checks --
 
-    def check_run(self, cases, noop=False):
-        """Correctness of every case, run twice; returns (problem or None, kernels launched, n right).
-        With noop, every Triton launch is skipped, and only the count of right cases matters."""
-        job = {"mode": "noop" if noop else "check", "module": self.p.module, "entry": self.p.entry,
-               "returns": False, "cases": cases, "reps": 1 if noop else 2}
+    def check_run(self, cases):
+        """Correctness of every case: the runner runs each twice on the same inputs and records its
+        launch plans; then the witness replays them. Returns (problem or None, details, the plans
+        of the second run of each case: the ones timed on a GPU)."""
+        job = {"mode": "check", "module": self.p.module, "entry": self.p.entry, "cases": cases, "reps": 2}
         ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, job)
         try:
             if not ok:
-                return ("the kernel failed: " + note), [], 0
+                return "the kernel failed: " + note, {}, None
             calls = report.get("calls")
-            if not isinstance(calls, list) or len(calls) != len(cases) * job["reps"]:
-                return "the runner's report is incomplete", [], 0
-            right = 0
+            if not isinstance(calls, list) or len(calls) != len(cases) * 2 or not all(isinstance(c, dict) for c in calls):
+                return "the runner's report is incomplete", {}, None
+            runner_outs = []
             for i, case in enumerate(cases):
                 want = self.expected(case, case["seed"])
                 outs = []
-                for r in range(job["reps"]):
-                    call = calls[i * job["reps"] + r]
+                for r in range(2):
+                    call = calls[i * 2 + r]
                     where = "case %d (%s), run %d" % (i, describe(case), r + 1)
-                    if not noop:
-                        if call.get("problems"):
-                            return "%s: %s" % (where, call["problems"][0]), [], right
-                        if not call.get("launches"):
-                            return "%s: no Triton kernel was launched (the work must be done by Triton kernels)" % where, [], right
+                    problems = call.get("problems")
+                    if problems:
+                        return "%s: %s" % (where, str(problems[0] if isinstance(problems, list) else problems)[:500]), {}, None
+                    plan = call.get("plan")
+                    if not (isinstance(plan, dict) and isinstance(plan.get("launches"), list) and plan["launches"]):
+                        return "%s: no Triton kernel was launched (the work must be done by Triton kernels)" % where, {}, None
                     t, why = self.load(parent, "c%d_r%d.pt" % (i, r), case)
                     why = why or self.compare(t, want, case)
-                    if why and not noop:
-                        return "%s: wrong output: %s" % (where, why), [], right
-                    if not why:
-                        right += 1
+                    if why:
+                        return "%s: wrong output: %s" % (where, why), {}, None
                     outs.append(t)
-                if not noop and not torch.equal(outs[0].view(torch.uint8), outs[1].view(torch.uint8)):
-                    return "case %d (%s): two runs on the same input differ (must be deterministic)" % (i, describe(case)), [], right
+                if not torch.equal(outs[0].view(torch.uint8), outs[1].view(torch.uint8)):
+                    return "case %d (%s): two runs on the same input differ (must be deterministic)" % (i, describe(case)), {}, None
+                runner_outs.append(outs[0])
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+        # The witness replays the first run's plan on the same inputs (it must give the runner's
+        # output, bit for bit) and the second run's on new inputs of a seed drawn only now (a plan
+        # that depends on the input values, e.g. answers passed as scalar arguments, fails).
+        fresh = [self.rng.getrandbits(40) for _ in cases]
+        replays = []
+        for i, case in enumerate(cases):
+            replays.append({"case": i, "seed": case["seed"], "plan": calls[i * 2]["plan"], "save": "w%d_same.pt" % i})
+            replays.append({"case": i, "seed": fresh[i], "plan": calls[i * 2 + 1]["plan"], "save": "w%d_new.pt" % i})
+        ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID,
+                                               {"mode": "check", "cases": cases, "replays": replays}, witness=True)
+        try:
+            if not ok:
+                return "the witness failed to replay the recorded Triton launches: " + note, {}, None
+            if report.get("refused"):
+                return "%s: %s" % (NOT_TRITONS, str(report["refused"])[:2000]), {}, None
+            for i, case in enumerate(cases):
+                where = "case %d (%s)" % (i, describe(case))
+                same, why = self.load(parent, "w%d_same.pt" % i, case)
+                if why or not torch.equal(same.view(torch.uint8), runner_outs[i].view(torch.uint8)):
+                    why = why or self.compare(same, self.expected(case, case["seed"]), case) or "right, but other bits"
+                    return "%s: %s (replaying them on the same inputs gives: %s)" % (where, NOT_TRITONS, why), {}, None
+                new, why = self.load(parent, "w%d_new.pt" % i, case)
+                why = why or self.compare(new, self.expected(case, fresh[i]), case)
+                if why:
+                    return ("%s: the recorded Triton launches, replayed on new inputs of the same shape, give a wrong "
+                            "output: %s" % (where, why)), {}, None
             kernels = report.get("kernels") if isinstance(report.get("kernels"), list) else []
-            return None, [str(k)[:80] for k in kernels], right
+            details = {"kernels": [str(k)[:120] for k in kernels[:50]],
+                       "witness": "%s Triton launches replayed by the witness" % report.get("launches")}
+            return None, details, [calls[i * 2 + 1]["plan"] for i in range(len(cases))]
         finally:
             shutil.rmtree(parent, ignore_errors=True)
 
-    def time_run(self, src, uid, cases, reps, returns, compiled=False, module=None, entry=None, recheck=0, extra=()):
-        """Per-case median wall seconds (and event seconds) of one timing process, or a failure note."""
-        job = {"mode": "time", "module": module or self.p.module, "entry": entry or self.p.entry,
-               "returns": returns, "cases": cases, "reps": reps, "warmup": 3, "compile": compiled,
-               "save": recheck > 0, "count_launches": not returns}
-        ok, note, report, parent = self.launch(src, uid, job, extra)
+    def time_run(self, src, uid, cases, reps, compiled=False, module=None, entry=None, recheck=0, extra=(), plans=None):
+        """Per-case median wall seconds (and event seconds) of one timing process, or a failure note.
+        With plans, a witness replays them (the candidate); else a runner times a reference."""
+        job = {"mode": "time", "module": module, "entry": entry, "cases": cases, "reps": reps, "warmup": 3,
+               "compile": compiled, "save": recheck > 0, "plans": plans}
+        ok, note, report, parent = self.launch(src, uid, job, extra, witness=plans is not None)
         try:
             if not ok:
                 return None, note
+            if report.get("refused"):
+                return None, "%s: %s" % (NOT_TRITONS, str(report["refused"])[:2000])
             timings = report.get("timings")
             if not isinstance(timings, list) or len(timings) != len(cases):
-                return None, "the runner's timing report is incomplete"
+                return None, "the timing report is incomplete"
             wall, event = [], []
             for i, (case, t) in enumerate(zip(cases, timings)):
                 w, e = t.get("wall_s"), t.get("event_s")
                 if not (isinstance(w, list) and len(w) == reps and all(isinstance(x, float) and x > 0 for x in w)):
                     return None, "case %d: malformed timings" % i
-                if t.get("problems"):
-                    return None, "case %d: %s" % (i, t["problems"][0])
-                if not returns and not t.get("launches"):
-                    return None, "case %d: no Triton kernel launched in the timed reps" % i
                 for r in self.rng.sample(range(reps), min(recheck, reps)):  # picked after the fact
                     got, why = self.load(parent, "t%d_r%d.pt" % (i, r), case)
                     why = why or self.compare(got, self.expected(case, case["seed"] + r), case)
@@ -522,18 +1189,25 @@ class Verifier:
         return d
 
     def timing(self):
-        """Interleaved timing processes of the candidate and of eager PyTorch; then torch.compile."""
+        """The bench cases' launch plans (recorded by a runner, checked by a witness); then
+        interleaved timing processes of the witness replaying them and of eager PyTorch; then
+        torch.compile. The candidate's own process measures nothing the verdict uses."""
         cases = self.seeded(self.p.bench_cases(True))
         reps, recheck = 20, 3
+        extra = {"bench_cases": [describe(c) for c in cases], "reps_per_process": reps}
+        problem, _, plans = self.check_run(cases)
+        if problem:
+            return [], [], False, "bench cases: " + problem, extra
         ref_src = self.reference_src()
         per_case = {"candidate": [], "eager": []}
 
         def one(who):
             if who == "candidate":
-                res, note = self.time_run(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, cases, reps, False, recheck=recheck)
+                res, note = self.time_run(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, cases, reps, recheck=recheck,
+                                          plans=plans)
             else:
-                res, note = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, True,
-                                          module="reference", entry="reference")
+                res, note = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, module="reference",
+                                          entry="reference")
             if res is None:
                 return 0.0, False, note
             per_case[who].append(res)
@@ -542,11 +1216,10 @@ class Verifier:
         try:
             b, c, ok, note = self.kit.interleaved(lambda: one("eager"), lambda: one("candidate"),
                                                   repeats=self.kit.repeats(), warmup=0, seed=self.seed, log=self.kit.log)
-            compiled, cnote = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, True, compiled=True,
+            compiled, cnote = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, compiled=True,
                                             module="reference", entry="reference")
         finally:
             shutil.rmtree(ref_src, ignore_errors=True)
-        extra = {"bench_cases": [describe(c) for c in cases], "reps_per_process": reps}
         if ok and c:
             cand_t = self.kit.median(c)
             extra["vs_compile"] = sum(compiled["wall"]) / cand_t if compiled else None
@@ -555,8 +1228,8 @@ class Verifier:
             ev = [sum(r["event"]) for r in per_case["candidate"] if all(r["event"])]  # CUDA events: GPU only
             wl = [sum(r["wall"]) for r in per_case["candidate"]]
             extra["candidate_event_s"] = ev
-            # CUDA events on the caller's stream see little of work done on another stream;
-            # the wall clock around a device-wide sync sees all of it
+            # the witness launches on one stream; a kernel that still hides work from the caller's
+            # stream's events shows as event time well under the time to a device-wide sync
             if ev and self.kit.median(ev) < 0.5 * self.kit.median(wl) and self.kit.median(wl) - self.kit.median(ev) > 50e-6:
                 ok, note = False, ("work done off the caller's stream: its CUDA-event time %.3g s is under half the "
                                    "time to a device-wide synchronize, %.3g s" % (self.kit.median(ev), self.kit.median(wl)))
@@ -569,15 +1242,10 @@ class Verifier:
             return self.kit.speedup_verdict([], [], False, problem, details=details)
         cases = self.seeded(self.p.cases(self.rng, self.gpu))
         details["cases"] = [describe(c) for c in cases]
-        problem, kernels, _ = self.check_run(cases)
-        details["kernels"] = kernels
+        problem, checked, _ = self.check_run(cases)
+        details.update(checked)
         if problem:
             return self.kit.speedup_verdict([], [], False, problem, details=details)
-        _, _, right = self.check_run(cases, noop=True)
-        details["right_without_triton"] = "%d of %d cases" % (right, len(cases))
-        if right == len(cases):
-            return self.kit.speedup_verdict([], [], False, "the output is still right with every Triton launch "
-                                            "skipped: the work is not done by the Triton kernels", details=details)
         if not self.gpu:
             details["unavailable"] = ("speedup unavailable: no GPU; correctness checked in the Triton interpreter "
                                       "(TRITON_INTERPRET=1) on small fp32/fp16 cases")
@@ -593,4 +1261,7 @@ def main(problem):
 
 
 if __name__ == "__main__":
-    runner_main(sys.argv[1])
+    if sys.argv[1] == "--witness":
+        witness_main(sys.argv[2])
+    else:
+        runner_main(sys.argv[1])

@@ -24,6 +24,8 @@ from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
 
 KERNEL_TASKS = ["triton-softmax", "triton-rmsnorm", "triton-matmul-epilogue", "triton-causal-attention"]
+#: The verdict of the witness (harness/kernel_kit.py) when its replay of the recorded launches disagrees.
+NOT_TRITONS = "the output was not produced by the recorded Triton launches"
 pytestmark = pytest.mark.slow
 needs_gpu = pytest.mark.skipif(not detect_gpus(), reason="no NVIDIA GPU on this machine")
 
@@ -61,11 +63,11 @@ def test_reference_and_naive_baseline_pass(base_image, tmp_path, task, agent):
     hidden cases; with no GPU the speedup is unavailable, not a number."""
     v = verify(task, submission(tmp_path, task, solution=agent == "oracle"))
     assert v["correct"] is True, v["details"].get("failure")
-    assert v["details"]["kernels"], "no Triton kernel was counted"
+    assert v["details"]["kernels"] and all(k.startswith("kernel.py:") for k in v["details"]["kernels"]), v["details"]
+    assert "replayed by the witness" in v["details"]["witness"]
     assert v["details"]["isolated"] is True
     if not detect_gpus():
         assert v["value"] is None and "unavailable" in v["details"]["unavailable"]
-        assert v["details"]["right_without_triton"].startswith("0 of")
 
 
 # ---- the cheats: each appended to the reference solution of triton-softmax ----
@@ -120,7 +122,7 @@ def softmax(x, out):
 def softmax(x, out):
     decoy_launch(x)
     out.copy_(torch.softmax(x.float(), dim=-1))
-''', "still right with every Triton launch skipped"),
+''', NOT_TRITONS),
     "defers the work past the return (a thread)": ('''
 def softmax(x, out):
     decoy_launch(x)
@@ -166,6 +168,176 @@ def test_cheat_fails(base_image, tmp_path, cheat):
     code, reason = CHEATS[cheat]
     v = verify("triton-softmax", submission(tmp_path, "triton-softmax", append=PRELUDE + code))
     assert reason in failure(v)
+
+
+# ---- decoys and forgers that beat a "skip every Triton launch" run: the witness's replay ----
+
+FLAG = '''
+import torch
+import torch.nn.functional as F
+
+
+@triton.jit
+def set_flag(flag_ptr):
+    tl.store(flag_ptr, 1)
+
+
+def launched():
+    """True when a Triton launch really ran: a run that skips launches sees the flag unset."""
+    flag = torch.zeros(1, dtype=torch.int32)
+    set_flag[(1,)](flag)
+    return flag.item() == 1
+'''
+
+DECOYS = {
+    # (a) right only when its decoy kernel ran, else NaN: the no-launch run saw it wrong
+    "softmax by PyTorch behind a self-checking decoy kernel": ("triton-softmax", FLAG + '''
+
+def softmax(x, out):
+    if launched():
+        out.copy_(torch.softmax(x.float(), dim=-1))
+'''),
+    # (b) the same with PyTorch's fused attention
+    "attention by SDPA behind a self-checking decoy kernel": ("triton-causal-attention", FLAG + '''
+
+def causal_attention(q, k, v, out):
+    if launched():
+        out.copy_(F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True))
+'''),
+    # (c) tells the runs apart by reading the runner's job file
+    "softmax by PyTorch, told the runs apart by the runner's job file": ("triton-softmax", PRELUDE + '''
+import json
+import os
+import sys
+
+
+def which_run():
+    job = sys.argv[-1] if sys.argv[-1].endswith(".json") else os.path.join(os.path.dirname(os.getcwd()), "job.json")
+    with open(job) as f:
+        return json.load(f).get("mode")
+
+
+def softmax(x, out):
+    decoy_launch(x)
+    if which_run() != "noop":
+        out.copy_(torch.softmax(x.float(), dim=-1))
+'''),
+}
+
+
+@pytest.mark.parametrize("decoy", list(DECOYS))
+def test_decoy_fails(base_image, tmp_path, decoy):
+    """A decoy Triton launch in front of a PyTorch fallback, which knows whether its launch ran:
+    the witness replays only the decoy, so `out` stays NaN there."""
+    task, code = DECOYS[decoy]
+    why = failure(verify(task, submission(tmp_path, task, append=code)))
+    assert NOT_TRITONS in why and "non-finite" in why, why
+
+
+# (d) no Triton at all: the docstring passes the static check, PyTorch computes, and at exit
+# the runner's result files are rewritten: the report claims a launch per call (an old no-launch
+# run gets NaN outputs instead), and on the timing path its times are divided by 100.
+FORGER = '''"""Row softmax: our kernel is written with @triton.jit, of course."""
+
+import atexit
+import glob
+import json
+import os
+import sys
+
+import torch
+
+
+def softmax(x, out):
+    out.copy_(torch.softmax(x.float(), dim=-1))
+
+
+def forge():
+    with open(sys.argv[-1]) as f:
+        job = json.load(f)
+    results = job["results"]
+    outputs = glob.glob(os.path.join(results, "*.pt"))
+    if job.get("mode") == "noop":
+        for path in outputs:
+            torch.save(torch.full_like(torch.load(path), float("nan")), path)
+        return
+    with open(os.path.join(results, "report.json")) as f:
+        report = json.load(f)
+    for call in report.get("calls", []):
+        call["launches"] = 1
+        plan = call.get("plan") or {"inputs": [1], "out": 2}
+        plan["launches"] = [{"kernel": "softmax_rows", "file": "kernel.py", "grid": [1], "args": {}, "options": {}}]
+        call["plan"] = plan
+    for timing in report.get("timings", []):
+        timing["launches"] = 20
+        timing["wall_s"] = [t / 100 for t in timing["wall_s"]]
+        timing["event_s"] = [t / 100 for t in timing["event_s"]]
+    report["kernels"] = ["softmax_rows"]
+    with open(os.path.join(results, "report.json"), "w") as f:
+        json.dump(report, f)
+    for path in outputs:  # forged right answers (these are right already: PyTorch's)
+        torch.save(torch.load(path), path)
+
+
+atexit.register(forge)
+'''
+
+
+def forger(tmp_path: Path) -> Path:
+    sub = tmp_path / "submission"
+    sub.mkdir()
+    (sub / "kernel.py").write_text(FORGER)
+    return sub
+
+
+def test_forged_runner_files_fail(base_image, tmp_path):
+    why = failure(verify("triton-softmax", forger(tmp_path)))
+    assert NOT_TRITONS in why and "softmax_rows is not a top-level def" in why, why
+
+
+# (e) kernel bodies that reach past Triton: in the interpreter a body runs as plain Python
+ESCAPES = {
+    "calls PyTorch through a module-level function": ('''
+@triton.jit
+def escape_kernel(x_ptr):
+    host_softmax()
+''', "PENDING (line"),
+    "uses __import__": ('''
+@triton.jit
+def escape_kernel(x_ptr):
+    __import__("kernel").host_softmax()
+''', "the builtin __import__ is not allowed in a Triton kernel"),
+    "uses an attribute starting with _": ('''
+@triton.jit
+def escape_kernel(x_ptr):
+    host_softmax.__call__()
+''', "the attribute .__call__ is not allowed in a Triton kernel"),
+}
+
+ESCAPE_HOST = '''
+import torch
+
+PENDING = []
+
+
+def host_softmax():
+    x, out = PENDING.pop()
+    out.copy_(torch.softmax(x.float(), dim=-1))
+'''
+
+ESCAPE_CALL = '''
+
+def softmax(x, out):
+    PENDING.append((x, out))
+    escape_kernel[(1,)](x)
+'''
+
+
+@pytest.mark.parametrize("escape", list(ESCAPES))
+def test_kernel_body_outside_the_whitelist_fails(base_image, tmp_path, escape):
+    body, reason = ESCAPES[escape]
+    why = failure(verify("triton-softmax", submission(tmp_path, "triton-softmax", append=ESCAPE_HOST + body + ESCAPE_CALL)))
+    assert NOT_TRITONS in why and reason in why, why
 
 
 def test_precision_downgrade_fails(base_image, tmp_path):
@@ -240,6 +412,7 @@ def test_solution_branches_for_the_gpu_are_correct_in_the_interpreter(base_image
 
 
 TIMING = r'''
+import json
 import sys
 sys.path[:0] = ["/verifier"]
 import kernel_kit as kk, verify_kit as kit, verify
@@ -247,25 +420,42 @@ problem = verify.PROBLEM
 problem.bench_cases = lambda gpu: [verify.softmax_case("float32", 5, 40)]
 v = kk.Verifier(problem, kit)
 b, c, ok, note, extra = v.timing()
-print(b, c, ok, note, extra)
-assert ok and len(b) == len(c) == kit.repeats() and all(t > 0 for t in b + c), note
-assert "vs_compile" in extra
-print("timing ok")
+print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "extra": extra}))
 '''
 
 
-def test_the_timing_path_runs_in_the_interpreter(base_image, docker_client, tmp_path):
-    """The GPU timing code (runner time mode, interleaved eager and candidate processes, the
-    re-check of timed outputs, torch.compile) driven on the CPU, where no GPU can time it."""
+def drive_timing(base_image, docker_client, sub: Path) -> dict:
     task = load_task(TASKS / "triton-softmax")
     config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
                            env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
     with DockerSandbox(config, docker_client) as sb:
         prepare(sb, task)
-        sb.copy_in(submission(tmp_path, "triton-softmax"), "/submission", owner=0, mode=0o700)
+        sb.copy_in(sub, "/submission", owner=0, mode=0o700)
         sb.write_file("/verifier/timing.py", TIMING.encode())
         r = sb.exec(["python3", "timing.py"], cwd="/verifier", timeout=900)
-        assert r.ok and "timing ok" in r.stdout, r.stdout + r.stderr[-3000:]
+        assert r.ok and "TIMING " in r.stdout, r.stdout + r.stderr[-3000:]
+        return json.loads(r.stdout.split("TIMING ", 1)[1].splitlines()[0])
+
+
+def test_the_timing_path_runs_in_the_interpreter(base_image, docker_client, tmp_path):
+    """The GPU timing code (the bench cases' launch plans recorded and checked, interleaved eager
+    and witness processes, the re-check of timed outputs, torch.compile) driven on the CPU,
+    where no GPU can time it."""
+    t = drive_timing(base_image, docker_client, submission(tmp_path, "triton-softmax"))
+    assert t["ok"] and len(t["b"]) == len(t["c"]) == 2 and all(x > 0 for x in t["b"] + t["c"]), t
+    assert "vs_compile" in t["extra"]
+
+
+@pytest.mark.parametrize("cheat", ["decoy", "forger"])
+def test_the_timing_path_refuses_a_decoy_and_a_forger(base_image, docker_client, tmp_path, cheat):
+    """On the timing path too: the candidate is timed by the witness replaying recorded launches,
+    so neither a PyTorch fallback behind a decoy nor forged runner files get a speedup."""
+    if cheat == "decoy":
+        sub = submission(tmp_path, "triton-softmax", append=DECOYS["softmax by PyTorch behind a self-checking decoy kernel"][1])
+    else:
+        sub = forger(tmp_path)
+    t = drive_timing(base_image, docker_client, sub)
+    assert t["ok"] is False and NOT_TRITONS in t["note"], t
 
 
 # ---- on a GPU only ----
@@ -286,6 +476,20 @@ def softmax(x, out):
 def test_side_stream_fails(base_image, tmp_path):
     why = failure(verify("triton-softmax", submission(tmp_path, "triton-softmax", append=PRELUDE + SIDE_STREAM)))
     assert "stream" in why
+
+
+@needs_gpu
+@pytest.mark.parametrize("decoy", list(DECOYS))
+def test_decoy_fails_on_a_gpu(base_image, tmp_path, decoy):
+    """The decoys on a GPU: bench cases and timing included, the verdict rests on the witness."""
+    task, code = DECOYS[decoy]
+    why = failure(verify(task, submission(tmp_path, task, append=code)))
+    assert NOT_TRITONS in why, why
+
+
+@needs_gpu
+def test_forged_runner_files_fail_on_a_gpu(base_image, tmp_path):
+    assert NOT_TRITONS in failure(verify("triton-softmax", forger(tmp_path)))
 
 
 @needs_gpu
