@@ -1,22 +1,30 @@
-"""Agents: what attempts a task inside the agent sandbox.
+"""Agents: what attempts a task inside the agent sandbox, and the models they call.
 
 An agent gets the task and a running sandbox whose /workspace holds the starting code;
 whatever /workspace holds when `run` returns is the submission. Agents are chosen by name
-through `AGENTS`, imported lazily.
+through `AGENTS`, imported lazily. An LLM agent talks to its model through the `Model`
+protocol (providers in agents/llm.py, one wire format each).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sandbox import Sandbox
+
+if TYPE_CHECKING:
+    from results.records import AgentSpec
 
 
 class AgentError(Exception):
     """The agent failed in a way that is its own (a real, failed outcome, not a harness fault)."""
+
+
+class ModelError(Exception):
+    """The model API failed for good (auth, quota, bad request, server down): an infrastructure error."""
 
 
 @dataclass
@@ -33,11 +41,8 @@ class AgentContext:
 
     task: "object"  # harness.task.TaskSpec (not imported: agents do not depend on the harness)
     trial_dir: Path
-    model: str | None = None
-    #: OpenAI-compatible server (or any provider's endpoint override); never a secret
-    base_url: str | None = None
-    #: a transcript.jsonl whose tool calls the replay agent re-runs
-    replay: Path | None = None
+    #: the agent as the run was asked for it: name, model, base URL, replay transcript, limit overrides
+    agent: "AgentSpec | None" = None
 
 
 class Agent(Protocol):
@@ -46,6 +51,52 @@ class Agent(Protocol):
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         """Work on ctx.task in `sandbox`. Raises AgentError for the agent's own failures;
         sandbox.SandboxError passes through as an infrastructure error."""
+        ...
+
+
+@dataclass
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict  # JSON schema of the arguments
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass
+class Reply:
+    text: str
+    tool_calls: list[ToolCall]
+    input_tokens: int
+    output_tokens: int
+    latency_s: float
+    raw: dict = field(repr=False, default_factory=dict)
+
+
+class Model(Protocol):
+    """One conversation with a model, kept in the provider's own wire format; the agent loop
+    sees only `Reply`s and hands back tool results."""
+
+    def start(self, system: str, user: str) -> None:
+        """Begin the conversation (drops any earlier one)."""
+        ...
+
+    def step(self, tools: list[ToolSpec]) -> Reply:
+        """One model call, its reply appended to the conversation. Raises ModelError once
+        the SDK's own retries are spent."""
+        ...
+
+    def add_results(self, results: list[tuple[str, str, bool]]) -> None:
+        """Tool results, as (tool call id, output, is_error), for the next step."""
+        ...
+
+    def add_user(self, text: str) -> None:
+        """A user message for the next step."""
         ...
 
 

@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from sandbox import Sandbox
+from sandbox import AGENT_UID, Sandbox
 
 from . import AgentContext, AgentError, AgentResult
-
-AGENT_UID = 1000
 
 
 class OracleAgent:
@@ -42,17 +41,18 @@ class ReplayAgent:
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         from .react import ToolError, run_tool
 
-        if ctx.replay is None or not ctx.replay.is_file():
-            raise AgentError(f"the replay agent needs a transcript.jsonl (--replay PATH); got {ctx.replay}")
+        transcript = Path(ctx.agent.replay) if ctx.agent is not None and ctx.agent.replay else None
+        if transcript is None or not transcript.is_file():
+            raise AgentError(f"the replay agent needs a transcript.jsonl (--replay PATH); got {transcript}")
         calls = []
-        for n, line in enumerate(ctx.replay.read_text().splitlines(), 1):
+        for n, line in enumerate(transcript.read_text().splitlines(), 1):
             try:
                 event = json.loads(line)
             except json.JSONDecodeError:
-                raise AgentError(f"{ctx.replay}:{n}: not JSON") from None
+                raise AgentError(f"{transcript}:{n}: not JSON") from None
             if event.get("type") == "tool_result" and event.get("name") != "delegate":
                 if "args" not in event:
-                    raise AgentError(f"{ctx.replay}:{n}: a tool_result without args (an older transcript?)")
+                    raise AgentError(f"{transcript}:{n}: a tool_result without args (an older transcript?)")
                 calls.append((event["name"], event["args"]))
         for name, args in calls:
             try:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from sandbox import Sandbox, SandboxFileNotFound
 
-from . import AgentContext, AgentResult
-from .llm import ModelSpec, Reply, ToolSpec, make_model
+from . import AgentContext, AgentResult, Reply, ToolSpec
+from .llm import make_model
 
 SYSTEM = """You are an expert engineer working alone in a sandbox (Linux, no network). The task's
 files are in /workspace; what /workspace holds when you call `submit` is graded by a hidden
@@ -41,9 +41,9 @@ TOOLS = [
              {"type": "object", "properties": {"path": {"type": "string"}, "old_str": {"type": "string"},
                                                "new_str": {"type": "string"}},
               "required": ["path", "old_str", "new_str"]}),
-    ToolSpec("submit", "End the attempt: /workspace as it is now is graded.",
-             {"type": "object", "properties": {"summary": {"type": "string"}}}),
 ]
+SUBMIT = ToolSpec("submit", "End the attempt: /workspace as it is now is graded.",
+                  {"type": "object", "properties": {"summary": {"type": "string"}}})
 
 
 DELEGATE = ToolSpec(
@@ -91,8 +91,11 @@ class Budget:
     max_input_tokens: int | None
     max_output_tokens: int | None
     max_cost_usd: float | None
-    deadline: float
+    #: agent wall time, counted from the first model call: importing the SDK and setting up
+    #: the client are the harness's time, not the agent's (and a slow host cannot spend it)
+    timeout_s: float
     price: tuple[float, float] | None
+    deadline: float | None = None
     turns: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -105,7 +108,7 @@ class Budget:
         return Budget(part(self.max_turns, self.turns), part(self.max_input_tokens, self.input_tokens),
                       part(self.max_output_tokens, self.output_tokens),
                       None if self.max_cost_usd is None else self.max_cost_usd * share,
-                      self.deadline, self.price, parent=self)
+                      self.timeout_s, self.price, deadline=self.deadline, parent=self)
 
     @property
     def cost_usd(self) -> float | None:
@@ -114,6 +117,8 @@ class Budget:
         return (self.input_tokens * self.price[0] + self.output_tokens * self.price[1]) / 1e6
 
     def before_call(self) -> None:
+        if self.deadline is None:
+            self.deadline = time.monotonic() + self.timeout_s
         if self.turns >= self.max_turns:
             raise TurnLimit(f"{self.turns} model calls")
         if time.monotonic() >= self.deadline:
@@ -211,10 +216,10 @@ class ReactAgent:
         self.policy = policy or SubAgentPolicy()
 
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
-        spec = ModelSpec.parse(ctx.model, ctx.base_url)
+        spec = ctx.agent.model_spec  # parsed once per run, where the run was built
         limits = ctx.task.agent
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
-                        time.monotonic() + limits.timeout_s, spec.price())
+                        limits.timeout_s, spec.price())
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0
         self.policy = SubAgentPolicy(limits.max_subagent_depth, limits.max_subagents, self.policy.share)
         self._transcript = Transcript(ctx.trial_dir / "transcript.jsonl")
@@ -232,7 +237,7 @@ class ReactAgent:
         """One agent's conversation until it submits (or reports). Returns (stop_reason, final text)."""
         log = self._transcript.log
         finish = "submit" if depth == 0 else "report"
-        tools = [t for t in TOOLS if t.name != "submit"] + [TOOLS[-1] if depth == 0 else REPORT]
+        tools = TOOLS + [SUBMIT if depth == 0 else REPORT]
         if depth < self.policy.max_depth:
             tools.append(DELEGATE)
         model = make_model(self._spec, max_retries=self.max_retries)

@@ -7,6 +7,7 @@ Prints medians (and min/max, to show the noise) of:
 - exec latency: Sandbox.exec(["true"]) in a running Docker sandbox;
 - trial overhead: a whole nop trial with a trivial verifier (no timing work), from
   start to verdict to teardown, through harness.trial.run_trial;
+- CLI start-up: `rdbench --help`, as a ratio to a bare `python3 -c pass` (target <= 0.3 s);
 - verifier isolation per timed run: in a verifier sandbox, the verify kit's stage + run +
   kill + scrub + unstage around `python3 -c pass` and around py-primes' baseline, as the
   time added to the run itself (and the one-off census before the first run).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,6 +27,7 @@ from harness.cores import CorePool
 from harness.scaffold import scaffold
 from harness.task import load_task
 from harness.trial import TrialSpec, run_trial
+from results.records import AgentSpec
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox, client_from_env
 from sandbox.images import build_base_image
@@ -48,6 +51,16 @@ def row(name, xs, target=None):
     t = f"  target <= {target * 1000:.0f} ms: {'MET' if med <= target else 'MISSED'}" if target else ""
     print(f"{name:<44} median {med * 1000:8.1f} ms   min {min(xs) * 1000:8.1f}   max {max(xs) * 1000:8.1f}   n={len(xs)}{t}")
     return med
+
+
+def cli_startup(n):
+    """`rdbench --help` against the bare interpreter: what the CLI's imports add to each command."""
+    rdbench = str(Path(sys.executable).with_name("rdbench"))
+    bare = timed(lambda: subprocess.run([sys.executable, "-c", "pass"], check=True), n)
+    cli = timed(lambda: subprocess.run([rdbench, "--help"], check=True, capture_output=True), n)
+    row("floor: python3 -c pass", bare)
+    row("rdbench --help", cli, target=0.3)
+    print(f"rdbench --help / python3 -c pass = {statistics.median(cli) / statistics.median(bare):.1f}x")
 
 
 KIT_BENCH = r"""
@@ -95,6 +108,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10)
     args = ap.parse_args()
+    cli_startup(max(args.n, 20))
     client = client_from_env()
     image = build_base_image(client)
 
@@ -116,7 +130,8 @@ def main():
 
         def trial(i=[0]):
             i[0] += 1
-            spec = TrialSpec(task=task, agent="nop", index=i[0], out_dir=Path(tmp) / "run" / str(i[0]), run_id="bench")
+            spec = TrialSpec(task=task, agent=AgentSpec(name="nop"), index=i[0], out_dir=Path(tmp) / "run" / str(i[0]),
+                             run_id="bench")
             r = run_trial(spec, image=image, cores=cores)
             assert r.correct, r.error
             phases.append(r.phases)

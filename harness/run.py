@@ -4,9 +4,10 @@
     runs/<run-id>/trials/<task>__<agent>__<n>/{trial.json, submission/, submission.patch, verifier.json, logs/}
 
 A trial without trial.json, or whose trial.json records an infrastructure error, is
-unfinished: `resume` runs exactly those again. With a result store, each trial is indexed
-as it finishes, and the whole run once more at the end (idempotent), so a trial whose
-indexing was cut short by a crash is indexed by the next resume or `rdbench results import`.
+unfinished: `resume` runs exactly those again. With an index (the result store, passed in
+by the caller), each trial is indexed as it finishes, and the whole run once more at the
+end (idempotent), so a trial whose indexing was cut short by a crash is indexed by the
+next resume or `rdbench results import`.
 """
 
 from __future__ import annotations
@@ -17,67 +18,28 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable, Protocol
 
-from pydantic import BaseModel, ValidationError
+from results.records import (RunConfig, RunError, TrialResult, finished, load_run, load_trial, trial_dir,
+                             write_json_atomic)
 
 from .cores import CorePool
-from .models import TrialResult
 from .task import TaskSpec, load_task
-from .trial import Cancelled, TrialSpec, now, run_trial, write_json_atomic
+from .trial import Cancelled, TrialSpec, now, run_trial
 
-if TYPE_CHECKING:
-    from results.store import Store
+class RunIndex(Protocol):
+    """Where finished trials are indexed (results.store.RunIndexer). Never raises: a failure
+    to index is the index's to report, and never fails the run."""
 
+    def run(self) -> None:
+        """Index every finished trial of the run so far."""
 
-class RunConfig(BaseModel):
-    """run.json: what a run was asked to do, enough to resume it."""
-
-    run_id: str
-    tasks: list[str]
-    agent: str
-    model: str | None = None
-    trials: int = 1
-    concurrency: int = 1
-    backend: str = "docker"
-    repeats: int | None = None
-    base_url: str | None = None
-    replay: str | None = None
-    #: overrides of the tasks' [agent] limits (--max-turns and the like)
-    limits: dict[str, float] = {}
-    created_at: str = ""
-
-
-class RunError(Exception):
-    """A run that cannot start or resume (bad folder, bad run.json)."""
+    def trial(self, result: TrialResult, trial_dir: Path) -> None:
+        """Index one trial as it finishes."""
 
 
 def new_run_id() -> str:
     return datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-
-
-def trial_dir(run_dir: Path, task: str, agent: str, index: int) -> Path:
-    return run_dir / "trials" / f"{task}__{agent}__{index}"
-
-
-def load_trial(path: Path) -> TrialResult | None:
-    try:
-        return TrialResult.model_validate_json((path / "trial.json").read_text())
-    except (OSError, ValidationError):
-        return None
-
-
-def finished(t: TrialResult | None) -> bool:
-    return t is not None and t.error_class != "infra"
-
-
-def load_run(run_dir: Path) -> RunConfig:
-    try:
-        return RunConfig.model_validate_json((run_dir / "run.json").read_text())
-    except OSError:
-        raise RunError(f"{run_dir}: not a run folder (no run.json)") from None
-    except ValidationError as e:
-        raise RunError(f"{run_dir / 'run.json'}: invalid: {e}") from None
 
 
 @dataclass
@@ -91,19 +53,17 @@ class Run:
         todo = []
         for task in self.tasks:
             for i in range(self.config.trials):
-                d = trial_dir(self.run_dir, task.name, self.config.agent, i)
+                d = trial_dir(self.run_dir, task.name, self.config.agent.name, i)
                 if not finished(load_trial(d)):
                     todo.append(TrialSpec(task=task, agent=self.config.agent, index=i, out_dir=d,
-                                          run_id=self.config.run_id, model=self.config.model,
-                                          repeats=self.config.repeats, base_url=self.config.base_url,
-                                          replay=self.config.replay))
+                                          run_id=self.config.run_id, repeats=self.config.repeats))
         return todo
 
     def all_results(self) -> list[TrialResult]:
         out = []
         for task in self.tasks:
             for i in range(self.config.trials):
-                t = load_trial(trial_dir(self.run_dir, task.name, self.config.agent, i))
+                t = load_trial(trial_dir(self.run_dir, task.name, self.config.agent.name, i))
                 if t is not None:
                     out.append(t)
         return out
@@ -128,26 +88,14 @@ def with_limits(task: TaskSpec, limits: dict[str, float]) -> TaskSpec:
 
 def open_run(run_dir: Path) -> Run:
     config = load_run(run_dir)
-    return Run(config, run_dir, [with_limits(load_task(t), config.limits) for t in config.tasks])
-
-
-def index_run(run: Run, store: "Store | None", on_warning: Callable[[str], None]) -> None:
-    """Index every finished trial of the run (a failure to index never fails the run)."""
-    if store is None:
-        return
-    from results.store import StoreError
-
-    try:
-        store.index_run(run.run_dir, {t.name: t for t in run.tasks})
-    except (StoreError, ValueError) as e:
-        on_warning(f"results index not updated: {e}")
+    return Run(config, run_dir, [with_limits(load_task(t), config.agent.limits.given()) for t in config.tasks])
 
 
 def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
             on_start: Callable[[TrialSpec], None] = lambda s: None,
             on_done: Callable[[TrialSpec, TrialResult], None] = lambda s, r: None,
-            store: "Store | None" = None, on_warning: Callable[[str], None] = lambda m: None) -> list[TrialResult]:
-    """Run the pending trials, `concurrency` at a time; index each finished one in `store`.
+            index: RunIndex | None = None) -> list[TrialResult]:
+    """Run the pending trials, `concurrency` at a time; index each finished one in `index`.
     On KeyboardInterrupt, stops starting trials, lets the caller remove the sandboxes, and
     re-raises."""
     cores = cores or CorePool()
@@ -162,15 +110,8 @@ def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
         on_start(spec)
         return run_trial(spec, image=images[spec.task.name], cores=cores, backend=run.config.backend, cancel=cancel)
 
-    def index(spec: TrialSpec, r: TrialResult) -> None:
-        from results.store import StoreError
-
-        try:
-            store.add(r, spec.task, spec.out_dir)
-        except StoreError as e:
-            on_warning(f"results index not updated for {spec.trial_id}: {e}")
-
-    index_run(run, store, on_warning)  # a resumed run's earlier trials
+    if index is not None:
+        index.run()  # a resumed run's earlier trials
     futures = {pool.submit(one, s): s for s in todo}
     try:
         pending = set(futures)
@@ -182,13 +123,14 @@ def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
                 except Cancelled:
                     continue
                 results.append(r)
-                if store is not None:
-                    index(futures[f], r)
+                if index is not None:
+                    index.trial(r, futures[f].out_dir)
                 on_done(futures[f], r)
     except BaseException:
         cancel.set()
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
-    index_run(run, store, on_warning)
+    if index is not None:
+        index.run()
     return results

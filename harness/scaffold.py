@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-TEMPLATE = Path(__file__).parent / "template"
+TEMPLATE = Path(__file__).parent / "kits" / "template"
 
 
 def scaffold(name: str, root: Path) -> Path:

@@ -1,4 +1,4 @@
-"""One trial, start to end: a function of (task, agent, model, index, output folder).
+"""One trial, start to end: a function of (task, agent spec, index, output folder).
 
 1. agent sandbox from the task's image, /workspace = task's workspace/
 2. the agent runs; /workspace is copied out as the submission; the sandbox is destroyed
@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import difflib
-import json
-import os
 import shutil
 import threading
 import time
@@ -21,16 +19,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from agents import AgentContext, AgentError, get_agent
-from agents.llm import ModelError
-from sandbox import SandboxConfig, SandboxError, get_backend
+from agents import AgentContext, AgentError, ModelError, get_agent
+from results.records import AgentSpec, TrialResult, trial_id, write_json_atomic
+from sandbox import AGENT_UID, SandboxConfig, SandboxError, get_backend
 
 from .cores import CorePool
-from .models import TrialResult
 from .task import TaskSpec
 from .verify import VerifierError, grade, prepare, verifier_config
-
-AGENT_UID = 1000
 
 
 class Cancelled(Exception):
@@ -40,29 +35,20 @@ class Cancelled(Exception):
 @dataclass
 class TrialSpec:
     task: TaskSpec
-    agent: str
+    agent: AgentSpec
     index: int
     out_dir: Path
     run_id: str
-    model: str | None = None
     #: timed runs per program in the verifier (None: the task's own number)
     repeats: int | None = None
-    base_url: str | None = None
-    replay: str | None = None
 
     @property
     def trial_id(self) -> str:
-        return f"{self.task.name}__{self.agent}__{self.index}"
+        return trial_id(self.task.name, self.agent.name, self.index)
 
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def make_patch(base: Path, new: Path, limit: int = 2 << 20) -> str:
@@ -107,7 +93,9 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
     (trial_dir / "logs").mkdir(exist_ok=True)
     labels = {"rdbench.run": spec.run_id, "rdbench.trial": spec.trial_id}
     Backend = get_backend(backend)
-    result = TrialResult(task=task.name, agent=spec.agent, model=spec.model, trial=spec.index, run_id=spec.run_id,
+    result = TrialResult(task=task.name, agent=spec.agent.name, model=spec.agent.model, trial=spec.index,
+                         run_id=spec.run_id, kind=task.kind, score_base=task.scoring.base,
+                         score_reference=task.scoring.reference,
                          metric=task.kind if task.kind == "speedup" else None, started_at=now())
     phases = _Phases()
     sandboxes = []
@@ -126,7 +114,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             sandboxes.remove(sb)
 
     try:
-        agent = get_agent(spec.agent)
+        agent = get_agent(spec.agent.name)
         with phases("agent_sandbox"):
             sb = open_sandbox(SandboxConfig(
                 image=image, cpuset=cores.spread(task.resources.cpus, spec.index), memory=task.resources.memory,
@@ -134,9 +122,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
                 gpus=cores.gpus.spread(task.resources.gpus, spec.index)))
             sb.copy_in(task.path / "workspace", "/workspace", owner=AGENT_UID)
         with phases("agent"):
-            outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, model=spec.model,
-                                                 base_url=spec.base_url,
-                                                 replay=Path(spec.replay) if spec.replay else None))
+            outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, agent=spec.agent))
         result.stop_reason = outcome.stop_reason
         result.input_tokens, result.output_tokens, result.cost_usd = (
             outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)

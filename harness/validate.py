@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .models import TrialResult
-from .run import RunConfig, create_run, execute, new_run_id
+from results.records import AgentSpec, RunConfig, TrialResult
+
+from .run import create_run, execute, new_run_id
 from .task import TaskSpec
 
 
@@ -30,7 +31,7 @@ def check(spec: TaskSpec, r: TrialResult) -> str | None:
 def validate_task(spec: TaskSpec, images: dict[str, str], out: Path, backend: str) -> tuple[list[str], list[TrialResult]]:
     problems, results = [], []
     for agent in ("oracle", "nop"):
-        cfg = RunConfig(run_id=new_run_id(), tasks=[str(spec.path)], agent=agent, backend=backend)
+        cfg = RunConfig(run_id=new_run_id(), tasks=[str(spec.path)], agent=AgentSpec(name=agent), backend=backend)
         run = create_run(cfg, out / agent, [spec])
         results += execute(run, images=images)
     for r in results:

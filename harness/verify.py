@@ -2,7 +2,7 @@
 
     /submission  the candidate (root-owned 0700: the kit stages private copies per run)
     /baseline    the task's pristine workspace/
-    /verifier    the task's verifier/ plus verify_kit.py and kernel_kit.py (root-only: the
+    /verifier    the task's verifier/ plus the kits of harness/kits/ (root-only: the
                  candidate cannot read it)
 
 The verdict is read from the verifier's stdout, on a line tagged with a random token
@@ -18,15 +18,17 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from results.records import VerifierResult
 from sandbox import Sandbox, SandboxConfig
 
 from .cores import GpuPool
-from .models import VerifierResult
 from .task import TaskSpec
 
-#: The kits copied beside every task's verifier: the timing and isolation discipline, and
-#: the shared verifier of kernel tasks (used by tasks/triton-*).
-KITS = {name: (Path(__file__).parent / name).read_bytes() for name in ("verify_kit.py", "kernel_kit.py")}
+#: The in-sandbox kits, copied beside every task's verifier: the timing and isolation
+#: discipline (verify_kit.py), and the shared verifier of kernel tasks (kernel_kit.py and its
+#: candidate-side half kernel_runner.py, used by tasks/triton-*). Read when a verifier
+#: sandbox is prepared, never at import.
+KITS_DIR = Path(__file__).parent / "kits"
 RESULT_TAG = "RDBENCH_RESULT"
 
 
@@ -43,8 +45,8 @@ def prepare(sb: Sandbox, task: TaskSpec) -> None:
     """Copy the baseline and the verifier in (done before the submission exists)."""
     sb.copy_in(task.path / "workspace", "/baseline", owner=0, mode=0o700)
     sb.copy_in(task.path / "verifier", "/verifier", owner=0, mode=0o700)
-    for name, source in KITS.items():
-        sb.write_file(f"/verifier/{name}", source, mode=0o600)
+    for kit in sorted(KITS_DIR.glob("*.py")):
+        sb.write_file(f"/verifier/{kit.name}", kit.read_bytes(), mode=0o600)
 
 
 def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None,

@@ -1,2 +1,3 @@
-"""Results: how trials are shown, stored and compared (the result store, aggregation and
-trend plots grow here)."""
+"""Results: the records a run leaves (records.py), the model registry (registry.py), the
+SQLite index (store.py), aggregation with CIs, the verdict tables, trend plots, the HTML
+report and live progress. The bottom layer: nothing here imports harness/ or agents/."""

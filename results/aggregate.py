@@ -24,8 +24,7 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-from agents.llm import ModelInfo, registry_id
-
+from .registry import ModelInfo, registry_id
 from .store import TrialRow
 
 RESAMPLES = 2000

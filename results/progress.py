@@ -12,7 +12,7 @@ from typing import Callable
 from rich import box
 from rich.table import Table
 
-from harness.models import TrialResult
+from .records import TrialResult
 
 
 @dataclass

@@ -13,12 +13,10 @@ import json
 from html import escape
 from pathlib import Path
 
-from agents.llm import ModelInfo
-from harness.models import TrialResult
-from harness.run import RunError, load_run, load_trial
-
 from .aggregate import COLUMNS, Group, aggregate, table_cells
-from .store import Store, StoreError, run_tasks, trial_row
+from .records import RunError, TrialResult, load_run
+from .registry import ModelInfo
+from .store import Store, StoreError, run_trials, task_scoring, trial_row
 from .summary import fmt_value
 
 CSS = """
@@ -169,7 +167,7 @@ def trial_html(r: TrialResult, d: Path) -> str:
         events = read_events(transcript)
         body.append(f"<details open><summary>transcript ({len(events)} events)</summary>{transcript_html(events)}"
                     "</details>")
-    tid = f"{r.task}__{r.agent}__{r.trial}"
+    tid = r.trial_id
     return (f'<details class=trial id="trial-{e(tid)}" open><summary><h3 style="display:inline">{e(tid)}: '
             f'<span class="{VERDICT_CLASS[v]}">{e(v)}</span> {e(fmt_value(r))}</h3></summary>'
             + "\n".join(body) + "</details>")
@@ -181,16 +179,11 @@ def write_report(run_dir: Path, out: Path, store: Store, registry: dict[str, Mod
         config = load_run(run_dir)
     except RunError as err:
         raise ValueError(str(err)) from None
-    tasks = run_tasks(config.tasks)
-    trials = []
-    for d in sorted((run_dir / "trials").glob("*/")):
-        r = load_trial(d)
-        if r is not None:
-            trials.append((r, d))
-    here = aggregate([trial_row(r, tasks.get(r.task), d) for r, d in trials], registry)
-    names = sorted({r.task for r, _ in trials} | set(tasks))
+    trials = run_trials(run_dir, config.tasks)
+    here = aggregate([trial_row(r, d) for r, d in trials], registry)
+    names = sorted({r.task for r, _ in trials} | set(task_scoring(config.tasks)))
     try:
-        store.index_run(run_dir, tasks)  # idempotent: this run is in the comparison and the plot
+        store.index_run(run_dir)  # idempotent: this run is in the comparison and the plot
         everywhere = aggregate(store.rows(tasks=names), registry)
     except StoreError as err:
         everywhere, note = here, f"<p>results index unavailable ({e(err)}): this run only</p>"
@@ -201,13 +194,13 @@ def write_report(run_dir: Path, out: Path, store: Store, registry: dict[str, Mod
     png = base64.b64encode(png_bytes(everywhere, registry, names)).decode()
     verdict_rows = []
     for r, _ in trials:
-        tid = f"{r.task}__{r.agent}__{r.trial}"
+        tid = r.trial_id
         verdict_rows.append([f'<a href="#trial-{e(tid)}">{e(tid)}</a>',
                              f'<span class="{VERDICT_CLASS[r.verdict]}">{e(r.verdict)}</span>', e(fmt_value(r)),
                              e(f"{r.aa_noise:.1%}" if r.aa_noise is not None else "-"),
                              e(f"{sum(r.phases.values()):.1f}s"), e(r.error or r.flagged or r.stop_reason or "")])
-    meta = [["run", config.run_id], ["folder", str(run_dir.resolve())], ["agent", config.agent],
-            ["model", config.model or "-"], ["tasks", ", ".join(config.tasks)], ["trials per task", config.trials],
+    meta = [["run", config.run_id], ["folder", str(run_dir.resolve())], ["agent", config.agent.name],
+            ["model", config.agent.model or "-"], ["tasks", ", ".join(config.tasks)], ["trials per task", config.trials],
             ["created", config.created_at]]
     html = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>rdbench run {e(config.run_id)}</title>

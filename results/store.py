@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import tomllib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-from pydantic import ValidationError
-
-from harness.models import TrialResult
-from harness.task import TaskError, TaskSpec, load_task
+from .records import TrialResult, load_trial
 
 SCHEMA_VERSION = 1
 SCHEMA = """
@@ -101,39 +100,63 @@ class TrialRow:
     trial_dir: str | None = None
 
 
-def _kind(r: TrialResult, task: TaskSpec | None) -> str | None:
-    if task is not None:
-        return task.kind
+def _kind(r: TrialResult) -> str | None:
+    if r.kind is not None:
+        return r.kind
     if r.metric == "speedup":
         return "speedup"
     return "score" if r.metric else None
 
 
-def normalised(r: TrialResult, task: TaskSpec | None) -> float | None:
+def normalised(r: TrialResult) -> float | None:
     """(raw - base) / (reference - base) for a correct score trial, else None."""
-    if task is None or task.kind != "score" or not r.correct or r.value is None:
+    if _kind(r) != "score" or not r.correct or r.value is None or r.score_base is None or r.score_reference is None:
         return None
-    span = task.scoring.reference - task.scoring.base
-    return (r.value - task.scoring.base) / span if span else None
+    span = r.score_reference - r.score_base
+    return (r.value - r.score_base) / span if span else None
 
 
-def trial_row(r: TrialResult, task: TaskSpec | None, trial_dir: Path | None = None) -> TrialRow:
-    return TrialRow(run_id=r.run_id, task=r.task, agent=r.agent, trial=r.trial, model=r.model, kind=_kind(r, task),
+def trial_row(r: TrialResult, trial_dir: Path | None = None) -> TrialRow:
+    return TrialRow(run_id=r.run_id, task=r.task, agent=r.agent, trial=r.trial, model=r.model, kind=_kind(r),
                     verdict=r.verdict, correct=bool(r.correct), error_class=r.error_class, value=r.value, ci=r.ci,
-                    normalised=normalised(r, task), baseline_s=list(r.baseline_s), candidate_s=list(r.candidate_s),
+                    normalised=normalised(r), baseline_s=list(r.baseline_s), candidate_s=list(r.candidate_s),
                     input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost_usd=r.cost_usd,
                     time_s=round(sum(r.phases.values()), 3), trial_dir=str(trial_dir) if trial_dir else None)
 
 
-def run_tasks(config_tasks: list[str]) -> dict[str, TaskSpec]:
-    """The tasks of a run by name, for those whose folder still loads."""
+def task_scoring(task_paths: list[str]) -> dict[str, dict]:
+    """For trial.json files older than their `kind`, `score_base` and `score_reference`: those
+    fields by task name, read from the run's task folders that are still there."""
     out = {}
-    for path in config_tasks:
+    for path in task_paths:
         try:
-            spec = load_task(path)
-        except TaskError:
+            data = tomllib.loads((Path(path) / "task.toml").read_text())
+            scoring = data.get("scoring", {})
+            out[data["name"]] = {"kind": data["kind"], "score_base": float(scoring.get("base", 1.0)),
+                                 "score_reference": float(scoring["reference"])}
+        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError):
             continue
-        out[spec.name] = spec
+    return out
+
+
+def complete(r: TrialResult, scoring: dict[str, dict]) -> TrialResult:
+    """`r`, with what an older trial.json lacks taken from `scoring` (see task_scoring)."""
+    if r.kind is not None or r.task not in scoring:
+        return r
+    return r.model_copy(update=scoring[r.task])
+
+
+def run_trials(run_dir: Path, task_paths: list[str]) -> list[tuple[TrialResult, Path]]:
+    """Every finished or failed trial of a run folder (a trial.json being written is skipped), completed."""
+    scoring, out = None, []
+    for d in sorted((run_dir / "trials").glob("*/")):
+        r = load_trial(d)
+        if r is None:
+            continue  # being written, or not a trial: trial.json is written atomically at the end
+        if r.kind is None:
+            scoring = task_scoring(task_paths) if scoring is None else scoring
+            r = complete(r, scoring)
+        out.append((r, d))
     return out
 
 
@@ -172,41 +195,34 @@ class Store:
                        (run_id, str(Path(run_dir).resolve()), config.get("agent"), config.get("model"),
                         config.get("created_at"), json.dumps(config)))
 
-    def add(self, r: TrialResult, task: TaskSpec | None, trial_dir: Path | None = None) -> None:
+    def add(self, r: TrialResult, trial_dir: Path | None = None) -> None:
         """Index one trial (replacing an earlier row of the same trial)."""
-        self.add_many([(r, task, trial_dir)])
+        self.add_many([(r, trial_dir)])
 
-    def add_many(self, items: list[tuple[TrialResult, TaskSpec | None, Path | None]]) -> None:
+    def add_many(self, items: list[tuple[TrialResult, Path | None]]) -> None:
         rows = []
-        for r, task, trial_dir in items:
-            row = trial_row(r, task, Path(trial_dir).resolve() if trial_dir else None)
+        for r, trial_dir in items:
+            row = trial_row(r, Path(trial_dir).resolve() if trial_dir else None)
             ci = r.ci or [None, None]
-            sb = task.scoring if task is not None else None
             rows.append((r.run_id, r.task, r.agent, r.trial, r.model, row.kind, r.metric, r.verdict,
                          None if r.correct is None else int(r.correct), r.error_class, r.value, ci[0], ci[1],
-                         row.normalised, sb.base if sb else None, sb.reference if sb else None,
+                         row.normalised, r.score_base, r.score_reference,
                          json.dumps(r.baseline_s), json.dumps(r.candidate_s), r.aa_noise, r.flagged,
                          r.input_tokens, r.output_tokens, r.cost_usd, row.time_s, r.finished_at, row.trial_dir,
                          r.model_dump_json()))
         with self._db() as db:
             db.executemany(f"INSERT OR REPLACE INTO trials VALUES ({', '.join('?' * 27)})", rows)
 
-    def index_run(self, run_dir: Path, tasks: dict[str, TaskSpec] | None = None) -> int:
+    def index_run(self, run_dir: Path) -> int:
         """Index every trial.json of one run folder; returns how many. Raises StoreError, or
-        ValueError for a folder without a valid run.json."""
+        ValueError for a folder without a valid run.json. Needs no task folder (but reads
+        those still there for trial.json files older than the task fields)."""
         try:
             config = json.loads((run_dir / "run.json").read_text())
             run_id = config["run_id"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{run_dir}: not a run folder ({e})") from None
-        tasks = tasks if tasks is not None else run_tasks(config.get("tasks", []))
-        items = []
-        for p in sorted((run_dir / "trials").glob("*/trial.json")):
-            try:
-                r = TrialResult.model_validate_json(p.read_text())
-            except (OSError, ValidationError):
-                continue  # being written, or not a trial: trial.json is written atomically at the end
-            items.append((r, tasks.get(r.task), p.parent))
+        items = run_trials(run_dir, config.get("tasks") or [])
         self.add_run(run_id, run_dir, config)
         self.add_many(items)
         return len(items)
@@ -243,3 +259,23 @@ class Store:
                                     value, [lo, hi] if lo is not None else None, norm, json.loads(bs or "[]"),
                                     json.loads(cs or "[]"), it or 0, ot or 0, cost, time_s or 0.0, trial_dir))
             return out
+
+
+class RunIndexer:
+    """A run's index as it goes (harness.run.RunIndex): each trial as it finishes, the whole
+    run before and after. A failure to index never fails the run: it goes to `on_warning`."""
+
+    def __init__(self, store: Store, run_dir: Path, on_warning: Callable[[str], None]):
+        self.store, self.run_dir, self.on_warning = store, run_dir, on_warning
+
+    def run(self) -> None:
+        try:
+            self.store.index_run(self.run_dir)
+        except (StoreError, ValueError) as e:
+            self.on_warning(f"results index not updated: {e}")
+
+    def trial(self, result: TrialResult, trial_dir: Path) -> None:
+        try:
+            self.store.add(result, trial_dir)
+        except StoreError as e:
+            self.on_warning(f"results index not updated for {result.trial_id}: {e}")

@@ -5,9 +5,8 @@ from __future__ import annotations
 from rich import box
 from rich.table import Table
 
-from harness.models import TrialResult
-
 from .aggregate import COLUMNS, Group, table_cells
+from .records import TrialResult
 
 VERDICT_STYLE = {"correct": "green", "failed": "yellow", "infra error": "red"}
 

@@ -11,9 +11,8 @@ import io
 from datetime import date, timedelta
 from pathlib import Path
 
-from agents.llm import ModelInfo, registry_id
-
 from .aggregate import Estimate, Group
+from .registry import ModelInfo, registry_id
 
 #: published average speedups of the CPU small-LM training task (model system cards); the
 #: month is known, not the day: drawn mid-month

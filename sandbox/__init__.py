@@ -15,6 +15,9 @@ from typing import Protocol, runtime_checkable
 #: Every container rdbench starts carries this label, so leftovers can be found.
 LABEL = "rdbench"
 
+#: The agent sandbox's user (uid = gid): it owns /workspace; never root.
+AGENT_UID = 1000
+
 #: Default cap on captured stdout/stderr of one exec, per stream.
 DEFAULT_MAX_OUTPUT = 1 << 20
 

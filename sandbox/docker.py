@@ -18,10 +18,9 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 
-from . import LABEL, SandboxConfig, SandboxError, SandboxFileNotFound
+from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound
 from ._client import BOOT_ARGV, ServerClient
 
-AGENT_UID = 1000
 #: What root in a verifier sandbox keeps: enough to run the candidate as another user,
 #: own its files and kill what it leaves behind. The agent sandbox keeps nothing.
 VERIFIER_CAPS = ["CHOWN", "DAC_OVERRIDE", "FOWNER", "SETUID", "SETGID", "KILL"]
@@ -256,12 +255,17 @@ class DockerSandbox:
         self.close()
 
 
-def remove_containers(client: docker.DockerClient, *, run_id: str | None = None, dead_only: bool = True) -> list[str]:
-    """Remove rdbench containers: those of `run_id`, or (dead_only) those whose owning
-    process on this host is gone. Returns the short ids removed."""
+def remove_containers(client: docker.DockerClient, *, run_id: str | None = None, dead_only: bool = True,
+                      own: bool = False) -> list[str]:
+    """Remove rdbench containers: those of `run_id`, those this process started (`own`), or
+    (dead_only) those whose owning process on this host is gone. A container removed by
+    someone else meanwhile is no error. Returns the short ids removed."""
     filters = {"label": [f"{LABEL}=1"] + ([f"rdbench.run={run_id}"] if run_id else [])}
+    if own:
+        filters["label"] += [f"rdbench.pid={os.getpid()}", f"rdbench.host={socket.gethostname()}"]
+        dead_only = False
     removed = []
-    for c in client.containers.list(all=True, filters=filters):
+    for c in client.containers.list(all=True, filters=filters, ignore_removed=True):
         labels = c.labels
         if dead_only and run_id is None and labels.get("rdbench.host") == socket.gethostname():
             if _alive(labels.get("rdbench.pid", "")):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.models import TrialResult
 from harness.scaffold import scaffold
+from results.records import TrialResult
 from tests.agents.fake_api import FakeAPI, Step, submit
 from tests.conftest import TASKS, rdbench
 

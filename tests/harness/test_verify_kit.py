@@ -6,7 +6,11 @@ import random
 
 import pytest
 
-from harness import verify_kit as kit
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "harness" / "kits"))
+import verify_kit as kit  # noqa: E402 - an in-sandbox kit, not a host module
 
 
 def test_median():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.models import TrialResult
+from results.records import TrialResult
 
 
 def task_folder(root: Path, name: str, kind: str, reference: float, base: float) -> Path:

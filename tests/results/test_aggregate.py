@@ -8,8 +8,8 @@ import math
 import pytest
 from rich.console import Console
 
-from agents.llm import load_models
 from results.aggregate import aggregate, bootstrap, geomean, mean, order
+from results.registry import load_models
 from results.store import Store
 from results.summary import groups_table
 from tests.results.synth import FAILED, INFRA, speedup, task_folder, write_run

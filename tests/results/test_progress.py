@@ -14,8 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness.models import TrialResult
 from results.progress import RunProgress
+from results.records import TrialResult
 from tests.conftest import ROOT, TASKS
 
 ESCAPE = re.compile(r"\x1b\[|\r")

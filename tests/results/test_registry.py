@@ -6,7 +6,7 @@ from datetime import date
 
 import pytest
 
-from agents.llm import MODELS_TOML, ModelSpec, load_models
+from results.registry import MODELS_TOML, ModelSpec, load_models
 from tests.conftest import rdbench
 
 

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from harness.models import TrialResult
+from results.records import TrialResult
 from results.store import Store
 from tests.conftest import rdbench
 from tests.results.synth import FAILED, INFRA, speedup, task_folder, write_run

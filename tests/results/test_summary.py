@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from harness.models import TrialResult
+from results.records import TrialResult
 from results.summary import fmt_value, summary_table
 
 

@@ -6,8 +6,8 @@ from datetime import date
 
 import pytest
 
-from agents.llm import load_models
 from results.aggregate import aggregate
+from results.registry import load_models
 from results.store import Store
 from results.trends import PUBLISHED, figure
 from tests.conftest import rdbench

@@ -59,7 +59,7 @@ assert abs(ours - theirs) < 1e-9, (ours, theirs)
         sb.copy_in(TASK / "workspace", "/workspace")
         sb.copy_in(TASK / "verifier", "/verifier")
         sb.copy_in(Path(__file__).parents[2] / "harness", "/harness")
-        sb.exec("cp /harness/verify_kit.py /verifier/")
+        sb.exec("cp /harness/kits/verify_kit.py /verifier/")
         sb.write_file("/tmp/check.py", script.encode())
         r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={"RDBENCH_BASELINE": "/workspace"}, timeout=300)
         assert r.ok, r.stdout + r.stderr

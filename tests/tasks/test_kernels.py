@@ -1,4 +1,4 @@
-"""The Triton kernel tasks and their shared verifier (harness/kernel_kit.py), through the real
+"""The Triton kernel tasks and their shared verifier (harness/kits/kernel_kit.py), through the real
 `rdbench verify`, in real verifier sandboxes.
 
 Without a GPU the verifier checks correctness in the Triton interpreter (small cases), so
@@ -24,7 +24,7 @@ from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
 
 KERNEL_TASKS = ["triton-softmax", "triton-rmsnorm", "triton-matmul-epilogue", "triton-causal-attention"]
-#: The verdict of the witness (harness/kernel_kit.py) when its replay of the recorded launches disagrees.
+#: The verdict of the witness (harness/kits/kernel_kit.py) when its replay of the recorded launches disagrees.
 NOT_TRITONS = "the output was not produced by the recorded Triton launches"
 pytestmark = pytest.mark.slow
 needs_gpu = pytest.mark.skipif(not detect_gpus(), reason="no NVIDIA GPU on this machine")

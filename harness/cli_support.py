@@ -1,0 +1,243 @@
+"""What the CLI's commands share: the consoles and one-line errors, tasks and images, the
+agent spec built (and checked) from the options, live progress, and `containers`: the
+guard around every command that starts sandboxes.
+
+Cheap to import: pydantic models, the SDKs and docker are imported by the functions that
+use them, so `rdbench --help` stays quick.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from results.records import AgentSpec
+
+    from .run import Run
+    from .task import TaskSpec
+
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+TASKS_ROOT = Path(os.environ.get("RDBENCH_TASKS", "tasks"))
+
+
+def fail(msg: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(code)
+
+
+def warn(msg: str) -> None:
+    err.print(f"[yellow]warning:[/] {msg}", highlight=False)
+
+
+def load_tasks(names: list[str]) -> list["TaskSpec"]:
+    from .task import TaskError, resolve_task
+
+    try:
+        return [resolve_task(n, TASKS_ROOT) for n in names]
+    except TaskError as e:
+        fail(str(e))
+
+
+def docker_client():
+    from sandbox.docker import client_from_env
+
+    return client_from_env()
+
+
+def ensure_images(tasks: list["TaskSpec"], backend: str) -> dict[str, str]:
+    """The image of each task, built if missing (base image offline, then task Dockerfiles)."""
+    if backend != "docker":
+        return {t.name: "local" for t in tasks}
+    from sandbox.images import build_base_image, build_dockerfile_image
+
+    client = docker_client()
+    base = build_base_image(client, log=lambda m: err.print(f"[dim]{m}[/]"))
+    images = {}
+    for t in tasks:
+        env = t.dockerfile_dir
+        images[t.name] = build_dockerfile_image(client, env, base, log=lambda m: err.print(f"[dim]{m}[/]")) if env else base
+    return images
+
+
+def images_or_fail(tasks: list["TaskSpec"], backend: str) -> dict[str, str]:
+    from sandbox import SandboxError
+
+    try:
+        return ensure_images(tasks, backend)
+    except SandboxError as e:
+        fail(str(e), 1)
+
+
+def remove_own_containers() -> list[str]:
+    """Remove the containers this process started (labelled with its pid by the Docker backend)."""
+    from sandbox.docker import remove_containers
+
+    return remove_containers(docker_client(), own=True)
+
+
+def remove_leftovers() -> list[str]:
+    """Remove what crashed runs left on this machine. Best effort: a container that another
+    process removes while the list is read (its teardown) is no error."""
+    import docker.errors
+
+    from sandbox.docker import remove_containers
+
+    for _ in range(3):
+        try:
+            return remove_containers(docker_client())
+        except docker.errors.NotFound:
+            continue
+    return []
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def containers(backend: str, resume_hint: str | None = None):
+    """Around every command that starts sandboxes. Docker: first removes what crashed runs
+    left on this machine. SIGTERM, and Ctrl-C even where the shell started us with SIGINT
+    ignored (a background job), interrupt the command; then the containers it started are
+    removed and it exits 130."""
+    if backend == "docker":
+        leftovers = remove_leftovers()
+        if leftovers:
+            err.print(f"removed {len(leftovers)} container(s) left by dead runs")
+    old_term = signal.signal(signal.SIGTERM, _sigterm)
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    except KeyboardInterrupt:
+        if backend == "docker":
+            err.print(f"interrupted: removed {len(remove_own_containers())} container(s)")
+        if resume_hint:
+            err.print(resume_hint)
+        raise typer.Exit(130)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGINT, old_int)
+
+
+def agent_spec(agent: str | None, model: str | None, base_url: str | None, replay: Path | None,
+               limits: dict[str, float | None]) -> "AgentSpec":
+    """The run's AgentSpec, checked once: a model string that parses, an agent that exists and
+    has what it needs (a model and its API key; a transcript to replay)."""
+    from agents import AGENTS
+    from results.records import AgentSpec
+
+    agent = agent or ("react" if model else "replay" if replay else "oracle")
+    spec = AgentSpec(name=agent, model=model, base_url=base_url, replay=str(replay.resolve()) if replay else None,
+                     limits={k: v for k, v in limits.items() if v is not None})
+    try:
+        model_spec = spec.model_spec
+    except ValueError as e:
+        fail(str(e))
+    if agent == "react" and model_spec is None:
+        fail("the react agent needs --model PROVIDER/NAME")
+    if agent == "react" and (missing := model_spec.missing_key()):
+        fail(f"{model}: no API key: set {missing} (keys stay on the host; none enters the sandbox)")
+    if agent == "replay" and (replay is None or not replay.is_file()):
+        fail(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
+    if agent not in AGENTS:
+        fail(f"unknown agent {agent!r}; choose one of {', '.join(sorted(AGENTS))}")
+    return spec
+
+
+def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrency: int, backend: str,
+            repeats: int | None, out: Path | None) -> "Run":
+    """A new run folder for the tasks, their limits overridden as the spec says."""
+    from results.records import RunConfig, RunError
+
+    from .run import create_run, new_run_id, with_limits
+
+    if not task_names:
+        fail("name at least one task (e.g. tasks/py-primes), or --resume a run")
+    if backend not in ("docker", "local"):
+        fail(f"unknown sandbox backend {backend!r}; choose docker or local")
+    try:
+        tasks = [with_limits(t, spec.limits.given()) for t in load_tasks(task_names)]
+    except ValueError as e:  # an override the task's [agent] schema refuses
+        fail(str(e))
+    if spec.model_spec is not None and spec.model_spec.price() is None:
+        costly = [t.name for t in tasks if t.agent.max_cost_usd is not None]
+        if costly:
+            fail(f"{', '.join(costly)}: max_cost_usd is set but models.toml has no price for {spec.model}; "
+                 "add one (dollars per million tokens)")
+    run_id = new_run_id()
+    config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in tasks], agent=spec, trials=trials,
+                       concurrency=concurrency, backend=backend, repeats=repeats)
+    try:
+        return create_run(config, out or Path("runs") / run_id, tasks)
+    except RunError as e:
+        fail(str(e))
+
+
+def resumed_run(run_dir: Path) -> "Run":
+    from results.records import RunError
+
+    from .run import open_run
+    from .task import TaskError
+
+    try:
+        return open_run(run_dir)
+    except (RunError, TaskError) as e:
+        fail(str(e))
+
+
+@contextmanager
+def live_progress(run_id: str, pending):
+    """(on_start, on_done) for execute: a rich Live table on a terminal; otherwise plain lines
+    (one per started and finished trial, no redraws or escape codes)."""
+    from results.summary import fmt_value
+
+    done = {"n": 0}
+
+    def line(spec, r):
+        done["n"] += 1
+        return (f"[{done['n']}/{len(pending)}] {spec.trial_id}: {r.verdict} {fmt_value(r)}"
+                f"{'  ' + r.error if r.error else ''}")
+
+    if not (sys.stdout.isatty() and err.is_terminal):
+        yield (lambda s: err.print(f"[dim]start {s.trial_id}[/]"),
+               lambda s, r: err.print(line(s, r), highlight=False))
+        return
+    from rich.live import Live
+
+    from results.progress import RunProgress
+
+    counts = {}
+    for s in pending:
+        counts[s.task.name] = counts.get(s.task.name, 0) + 1
+    progress = RunProgress(f"run {run_id}", counts)
+
+    def on_done(spec, r):
+        progress.done(spec.trial_id, r)
+        live.console.print(line(spec, r), highlight=False)
+
+    with Live(progress, console=err, refresh_per_second=4) as live:
+        yield (lambda s: progress.start(s.task.name, s.trial_id), on_done)
+
+
+def print_summary(results, title: str) -> None:
+    from results.summary import summary_table
+
+    console.print(summary_table(results, title))
+
+
+def load_registry() -> dict:
+    from results.registry import load_models
+
+    try:
+        return load_models()
+    except ValueError as e:
+        fail(str(e))

@@ -1,0 +1,362 @@
+"""rdbench kernel kit: the one verifier of GPU kernel (Triton) tasks, the root half.
+
+The harness copies this file and kernel_runner.py (the half that runs as the candidate's
+user: the runner and the witness) into every verifier sandbox, beside verify_kit.py. A
+kernel task's verify.py describes its problem (`Problem`: hidden cases, tolerances, a
+PyTorch reference) and calls `main(problem)`. The design, the exploits it stops and what it
+does not stop: kernel_kit.md.
+"""
+
+import json
+import math
+import os
+import random
+import re
+import shutil
+import stat
+import sys
+import tempfile
+
+import torch
+
+import kernel_runner
+from kernel_runner import (  # noqa: F401 - the names task verifiers use as kernel_kit.X
+    DTYPES, MAX_LAUNCHES, MAX_REPORT_BYTES, RUN_TIMEOUT_S, describe, make_args, make_case, new_out, row_shapes,
+    scalar, tensor, twice)
+
+class Problem:
+    """A kernel task, as its verify.py describes it.
+
+    module, entry      the candidate's `module.py` and its function `entry(*args, out)`
+    reference          path of a file holding `reference(*args) -> Tensor`: plain PyTorch (eager),
+                       dtype-generic; the verifier evaluates it in float64 for correctness and
+                       times it (eager, and torch.compile'd) as the speedup's denominator
+    cases(rng, gpu)    hidden cases: dicts {"args": [{"shape", "dtype", "scale"?, "shift"?} or
+                       {"scalar": x}], "out": {"shape", "dtype"}}; seeds are added by the kit
+    bench_cases(gpu)   the timed cases (GPU only)
+    tolerance          {dtype name: (atol, rtol)}
+    plausible_max      speedups against eager beyond this are flagged for review
+    """
+
+    def __init__(self, name, module, entry, reference, cases, bench_cases, tolerance, plausible_max):
+        self.name, self.module, self.entry = name, module, entry
+        self.reference_path = reference
+        self.cases, self.bench_cases = cases, bench_cases
+        self.tolerance, self.plausible_max = tolerance, plausible_max
+
+    def reference(self):
+        scope = {}
+        with open(self.reference_path) as f:
+            exec(compile(f.read(), self.reference_path, "exec"), scope)
+        return scope["reference"]
+
+
+JIT_RE = re.compile(r"@\s*triton\s*\.\s*(jit|autotune|heuristics)\b|\btriton\s*\.\s*jit\s*\(")
+
+
+def static_check(submission, module):
+    """The submission's module exists and the submission holds at least one Triton kernel (a
+    quick first check: the text alone proves nothing; the witness's replay does)."""
+    if not os.path.isfile(os.path.join(submission, module + ".py")):
+        return "no %s.py in the submission" % module
+    for root, dirs, files in os.walk(submission):
+        for name in files:
+            if name.endswith(".py"):
+                try:
+                    with open(os.path.join(root, name), errors="replace") as f:
+                        if JIT_RE.search(f.read()):
+                            return None
+                except OSError:
+                    pass
+    return "no @triton.jit kernel anywhere in the submission"
+
+
+def _read_report(path):
+    """A report.json left by a runner or a witness: a regular file (not a link the candidate's
+    user planted), at most MAX_REPORT_BYTES, holding a JSON object."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file")
+    if st.st_size > MAX_REPORT_BYTES:
+        raise ValueError("larger than %d bytes" % MAX_REPORT_BYTES)
+    with open(path) as f:
+        report = json.load(f)
+    if not isinstance(report, dict):
+        raise ValueError("not an object")
+    return report
+
+
+NOT_TRITONS = "the output was not produced by the recorded Triton launches"
+
+
+class Verifier:
+    def __init__(self, problem, kit):
+        self.p, self.kit = problem, kit
+        self.gpu = torch.cuda.is_available()
+        self.device = "cuda" if self.gpu else "cpu"
+        self.seed = kit.secret_seed()
+        self.rng = random.Random(self.seed)
+        self.public = tempfile.mkdtemp(prefix="rdbench-kernel-runner-")  # the runner script, world-readable
+        shutil.copy(os.path.abspath(kernel_runner.__file__), os.path.join(self.public, "kernel_runner.py"))
+        os.chmod(self.public, 0o755)
+        os.chmod(os.path.join(self.public, "kernel_runner.py"), 0o644)
+        self.ref_fn = problem.reference()
+        self.details = {"device": torch.cuda.get_device_name() if self.gpu else "cpu (TRITON_INTERPRET=1)"}
+        if not self.gpu and os.path.exists("/dev/nvidiactl"):
+            self.details["gpu_note"] = ("a GPU was given, but this sandbox's torch %s cannot use it (a CPU build?): "
+                                        "correctness only" % torch.__version__)
+
+    def seeded(self, cases):
+        return [dict(c, seed=self.rng.getrandbits(40)) for c in cases]
+
+    # -- running the runner and the witness --
+
+    def launch(self, src, uid, job, extra_files=(), witness=False):
+        """Run one runner (or, with witness, one witness) process as `uid` on a fresh private copy
+        of `src`; return (ok, note, report, results folder). The caller removes the folder."""
+        work = self.kit.stage(src, uid)
+        parent = os.path.dirname(work)
+        results, home = os.path.join(parent, "results"), os.path.join(parent, "home")
+        for d in (results, home):
+            os.mkdir(d, 0o700)
+            self.kit.give(d, uid)
+        for path in extra_files:
+            shutil.copy(path, work)
+            self.kit.give(os.path.join(work, os.path.basename(path)), uid)
+        job = dict(job, device=self.device, results=results, home=home)
+        job_path = os.path.join(parent, "job.json")
+        with open(job_path, "w") as f:
+            json.dump(job, f)
+        self.kit.give(job_path, uid)
+        env = {"HOME": home, "TRITON_CACHE_DIR": os.path.join(home, "triton"),
+               "TORCHINDUCTOR_CACHE_DIR": os.path.join(home, "inductor"), "PYTHONDONTWRITEBYTECODE": "1"}
+        if not self.gpu:
+            env["TRITON_INTERPRET"] = "1"
+        if "CUDA_DEVICE_ORDER" in os.environ:
+            env["CUDA_DEVICE_ORDER"] = os.environ["CUDA_DEVICE_ORDER"]
+        cmd = [sys.executable, "-s", os.path.join(self.public, "kernel_runner.py")] + (["--witness"] if witness else [])
+        r = self.kit.run(cmd + [job_path], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)
+        shutil.rmtree(work, ignore_errors=True)
+        if not r.ok:
+            return False, r.describe(), None, parent
+        try:
+            report = _read_report(os.path.join(results, "report.json"))
+        except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
+            return False, "the %s left no valid report: %s" % ("witness" if witness else "runner", e), None, parent
+        return True, "", report, parent
+
+    def load(self, parent, name, case):
+        """An output a runner or witness saved: a plain CPU tensor of the right shape and dtype, or a reason."""
+        path = os.path.join(parent, "results", name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return None, "output is not a regular file"
+            if st.st_size > 8 * math.prod(case["out"]["shape"]) + (1 << 16):
+                return None, "output file too large"
+            t = torch.load(path, weights_only=True, map_location="cpu")
+        except Exception as e:  # a missing or forged file
+            return None, "unreadable output (%s)" % type(e).__name__
+        if type(t) is not torch.Tensor:
+            return None, "output is a %s, not a plain torch.Tensor" % type(t).__name__
+        if list(t.shape) != list(case["out"]["shape"]) or t.dtype != DTYPES[case["out"]["dtype"]]:
+            return None, "output has shape %s and dtype %s; expected %s %s" % (
+                list(t.shape), t.dtype, case["out"]["shape"], case["out"]["dtype"])
+        return t, None
+
+    def expected(self, case, seed):
+        args = [a.double() if isinstance(a, torch.Tensor) else a for a in make_args(case, seed, self.device)]
+        with torch.no_grad():
+            want = self.ref_fn(*args).double().cpu()
+        if self.gpu:
+            torch.cuda.empty_cache()  # leave the GPU's memory to the runner
+        return want
+
+    def compare(self, got, want, case):
+        atol, rtol = self.p.tolerance[case["out"]["dtype"]]
+        g = got.double()
+        if not torch.isfinite(g).all():
+            return "non-finite values (NaN: elements never written?)"
+        err = (g - want).abs()
+        bad = err > atol + rtol * want.abs()
+        if bad.any():
+            return "max abs error %.3g (tolerance %.3g + %.3g * |ref|), %d of %d elements off" % (
+                err.max().item(), atol, rtol, int(bad.sum()), bad.numel())
+        return None
+
+    # -- the checks --
+
+    def check_run(self, cases):
+        """Correctness of every case: the runner runs each twice on the same inputs and records its
+        launch plans; then the witness replays them. Returns (problem or None, details, the plans
+        of the second run of each case: the ones timed on a GPU)."""
+        job = {"mode": "check", "module": self.p.module, "entry": self.p.entry, "cases": cases, "reps": 2}
+        ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, job)
+        try:
+            if not ok:
+                return "the kernel failed: " + note, {}, None
+            calls = report.get("calls")
+            if not isinstance(calls, list) or len(calls) != len(cases) * 2 or not all(isinstance(c, dict) for c in calls):
+                return "the runner's report is incomplete", {}, None
+            runner_outs = []
+            for i, case in enumerate(cases):
+                want = self.expected(case, case["seed"])
+                outs = []
+                for r in range(2):
+                    call = calls[i * 2 + r]
+                    where = "case %d (%s), run %d" % (i, describe(case), r + 1)
+                    problems = call.get("problems")
+                    if problems:
+                        return "%s: %s" % (where, str(problems[0] if isinstance(problems, list) else problems)[:500]), {}, None
+                    plan = call.get("plan")
+                    if not (isinstance(plan, dict) and isinstance(plan.get("launches"), list) and plan["launches"]):
+                        return "%s: no Triton kernel was launched (the work must be done by Triton kernels)" % where, {}, None
+                    t, why = self.load(parent, "c%d_r%d.pt" % (i, r), case)
+                    why = why or self.compare(t, want, case)
+                    if why:
+                        return "%s: wrong output: %s" % (where, why), {}, None
+                    outs.append(t)
+                if not torch.equal(outs[0].view(torch.uint8), outs[1].view(torch.uint8)):
+                    return "case %d (%s): two runs on the same input differ (must be deterministic)" % (i, describe(case)), {}, None
+                runner_outs.append(outs[0])
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+        # The witness replays the first run's plan on the same inputs (it must give the runner's
+        # output, bit for bit) and the second run's on new inputs of a seed drawn only now (a plan
+        # that depends on the input values, e.g. answers passed as scalar arguments, fails).
+        fresh = [self.rng.getrandbits(40) for _ in cases]
+        replays = []
+        for i, case in enumerate(cases):
+            replays.append({"case": i, "seed": case["seed"], "plan": calls[i * 2]["plan"], "save": "w%d_same.pt" % i})
+            replays.append({"case": i, "seed": fresh[i], "plan": calls[i * 2 + 1]["plan"], "save": "w%d_new.pt" % i})
+        ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID,
+                                               {"mode": "check", "cases": cases, "replays": replays}, witness=True)
+        try:
+            if not ok:
+                return "the witness failed to replay the recorded Triton launches: " + note, {}, None
+            if report.get("refused"):
+                return "%s: %s" % (NOT_TRITONS, str(report["refused"])[:2000]), {}, None
+            for i, case in enumerate(cases):
+                where = "case %d (%s)" % (i, describe(case))
+                same, why = self.load(parent, "w%d_same.pt" % i, case)
+                if why or not torch.equal(same.view(torch.uint8), runner_outs[i].view(torch.uint8)):
+                    why = why or self.compare(same, self.expected(case, case["seed"]), case) or "right, but other bits"
+                    return "%s: %s (replaying them on the same inputs gives: %s)" % (where, NOT_TRITONS, why), {}, None
+                new, why = self.load(parent, "w%d_new.pt" % i, case)
+                why = why or self.compare(new, self.expected(case, fresh[i]), case)
+                if why:
+                    return ("%s: the recorded Triton launches, replayed on new inputs of the same shape, give a wrong "
+                            "output: %s" % (where, why)), {}, None
+            kernels = report.get("kernels") if isinstance(report.get("kernels"), list) else []
+            details = {"kernels": [str(k)[:120] for k in kernels[:50]],
+                       "witness": "%s Triton launches replayed by the witness" % report.get("launches")}
+            return None, details, [calls[i * 2 + 1]["plan"] for i in range(len(cases))]
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    def time_run(self, src, uid, cases, reps, compiled=False, module=None, entry=None, recheck=0, extra=(), plans=None):
+        """Per-case median wall seconds (and event seconds) of one timing process, or a failure note.
+        With plans, a witness replays them (the candidate); else a runner times a reference."""
+        job = {"mode": "time", "module": module, "entry": entry, "cases": cases, "reps": reps, "warmup": 3,
+               "compile": compiled, "save": recheck > 0, "plans": plans}
+        ok, note, report, parent = self.launch(src, uid, job, extra, witness=plans is not None)
+        try:
+            if not ok:
+                return None, note
+            if report.get("refused"):
+                return None, "%s: %s" % (NOT_TRITONS, str(report["refused"])[:2000])
+            timings = report.get("timings")
+            if not isinstance(timings, list) or len(timings) != len(cases):
+                return None, "the timing report is incomplete"
+            wall, event = [], []
+            for i, (case, t) in enumerate(zip(cases, timings)):
+                w, e = t.get("wall_s"), t.get("event_s")
+                if not (isinstance(w, list) and len(w) == reps and all(isinstance(x, float) and x > 0 for x in w)):
+                    return None, "case %d: malformed timings" % i
+                for r in self.rng.sample(range(reps), min(recheck, reps)):  # picked after the fact
+                    got, why = self.load(parent, "t%d_r%d.pt" % (i, r), case)
+                    why = why or self.compare(got, self.expected(case, case["seed"] + r), case)
+                    if why:
+                        return None, "case %d (%s), timed rep %d: wrong output: %s" % (i, describe(case), r, why)
+                wall.append(self.kit.median(w))
+                event.append(self.kit.median(e) if isinstance(e, list) and e else None)
+            return {"wall": wall, "event": event}, ""
+        finally:
+            shutil.rmtree(parent, ignore_errors=True)
+
+    def reference_src(self):
+        d = tempfile.mkdtemp(prefix="rdbench-reference-")
+        shutil.copy(self.p.reference_path, os.path.join(d, "reference.py"))
+        return d
+
+    def timing(self):
+        """The bench cases' launch plans (recorded by a runner, checked by a witness); then
+        interleaved timing processes of the witness replaying them and of eager PyTorch; then
+        torch.compile. The candidate's own process measures nothing the verdict uses."""
+        cases = self.seeded(self.p.bench_cases(True))
+        reps, recheck = 20, 3
+        extra = {"bench_cases": [describe(c) for c in cases], "reps_per_process": reps}
+        problem, _, plans = self.check_run(cases)
+        if problem:
+            return [], [], False, "bench cases: " + problem, extra
+        ref_src = self.reference_src()
+        per_case = {"candidate": [], "eager": []}
+
+        def one(who):
+            if who == "candidate":
+                res, note = self.time_run(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, cases, reps, recheck=recheck,
+                                          plans=plans)
+            else:
+                res, note = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, module="reference",
+                                          entry="reference")
+            if res is None:
+                return 0.0, False, note
+            per_case[who].append(res)
+            return sum(res["wall"]), True, ""
+
+        try:
+            b, c, ok, note = self.kit.interleaved(lambda: one("eager"), lambda: one("candidate"),
+                                                  repeats=self.kit.repeats(), warmup=0, seed=self.seed, log=self.kit.log)
+            compiled, cnote = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, compiled=True,
+                                            module="reference", entry="reference")
+        finally:
+            shutil.rmtree(ref_src, ignore_errors=True)
+        if ok and c:
+            cand_t = self.kit.median(c)
+            extra["vs_compile"] = sum(compiled["wall"]) / cand_t if compiled else None
+            if compiled is None:
+                extra["compile_note"] = "torch.compile did not work here: " + cnote[-300:]
+            ev = [sum(r["event"]) for r in per_case["candidate"] if all(r["event"])]  # CUDA events: GPU only
+            wl = [sum(r["wall"]) for r in per_case["candidate"]]
+            extra["candidate_event_s"] = ev
+            # the witness launches on one stream; a kernel that still hides work from the caller's
+            # stream's events shows as event time well under the time to a device-wide sync
+            if ev and self.kit.median(ev) < 0.5 * self.kit.median(wl) and self.kit.median(wl) - self.kit.median(ev) > 50e-6:
+                ok, note = False, ("work done off the caller's stream: its CUDA-event time %.3g s is under half the "
+                                   "time to a device-wide synchronize, %.3g s" % (self.kit.median(ev), self.kit.median(wl)))
+        return b, c, ok, note, extra
+
+    def run(self):
+        details = dict(self.details, task=self.p.name)
+        problem = static_check(self.kit.SUBMISSION, self.p.module)
+        if problem:
+            return self.kit.speedup_verdict([], [], False, problem, details=details)
+        cases = self.seeded(self.p.cases(self.rng, self.gpu))
+        details["cases"] = [describe(c) for c in cases]
+        problem, checked, _ = self.check_run(cases)
+        details.update(checked)
+        if problem:
+            return self.kit.speedup_verdict([], [], False, problem, details=details)
+        if not self.gpu:
+            details["unavailable"] = ("speedup unavailable: no GPU; correctness checked in the Triton interpreter "
+                                      "(TRITON_INTERPRET=1) on small fp32/fp16 cases")
+            return self.kit.speedup_verdict([], [], True, details=details)
+        b, c, ok, note, extra = self.timing()
+        details.update(extra)
+        return self.kit.speedup_verdict(b, c, ok, note, plausible_max=self.p.plausible_max, details=details)
+
+
+def main(problem):
+    import verify_kit as kit
+    kit.emit(Verifier(problem, kit).run())
+

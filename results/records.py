@@ -1,0 +1,198 @@
+"""The records a run leaves, and their readers: below everything that uses them (this
+module imports nothing of harness/ or agents/, so the index, the report and a remote
+node read them without the orchestrator).
+
+    runs/<run-id>/run.json                          RunConfig (its AgentSpec inline)
+    runs/<run-id>/trials/<task>__<agent>__<n>/      trial.json: TrialResult; verifier.json: VerifierResult
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+
+from .registry import ModelSpec
+
+
+class VerifierResult(BaseModel):
+    """The verifier contract: one JSON object, validated before anything is recorded."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    correct: bool
+    metric: str = Field(description='"speedup" or a score name')
+    value: float | None = Field(None, description="speedup (baseline/candidate) or raw score; None when incorrect")
+    ci: list[float] | None = Field(None, min_length=2, max_length=2, description="95 % confidence interval of value")
+    baseline_s: list[float] = []
+    candidate_s: list[float] = []
+    aa_noise: float | None = Field(None, description="relative difference between two halves of the baseline's timings")
+    flagged: str | None = Field(None, description="why the value needs a human's review (implausible speedup)")
+    details: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.correct and self.value is None and not self.details.get("unavailable"):
+            raise ValueError("a correct result needs a value (or details.unavailable, saying why there is none)")
+        if self.value is not None and not self.value >= 0:
+            raise ValueError(f"value must be a non-negative number, got {self.value}")
+        return self
+
+
+ErrorClass = Literal["agent", "infra"]
+
+
+class TrialResult(BaseModel):
+    """trial.json. An infrastructure error is never a score: value stays None and the
+    trial is re-run by --resume. An agent error is a real (failed) outcome."""
+
+    task: str
+    agent: str
+    model: str | None = None
+    trial: int
+    run_id: str
+    kind: Literal["speedup", "score"] | None = Field(None, description="the task's kind (None: an older trial.json)")
+    score_base: float | None = Field(None, description="the task's scoring.base, for normalised scores")
+    score_reference: float | None = Field(None, description="the task's scoring.reference")
+    correct: bool | None = None
+    metric: str | None = None
+    value: float | None = None
+    ci: list[float] | None = None
+    baseline_s: list[float] = []
+    candidate_s: list[float] = []
+    aa_noise: float | None = None
+    flagged: str | None = None
+    phases: dict[str, float] = Field({}, description="seconds per phase: agent_sandbox, agent, submission, verify, teardown")
+    verify_cpuset: str | None = Field(None, description="cores held exclusively while verifying")
+    verify_window: list[float] | None = Field(None, description="[start, end] of verification, Unix time")
+    error_class: ErrorClass | None = None
+    error: str | None = None
+    stop_reason: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = 0.0
+    started_at: str | None = None
+    finished_at: str | None = None
+    details: dict[str, Any] = {}
+
+    @property
+    def verdict(self) -> str:
+        if self.error_class == "infra":
+            return "infra error"
+        if self.correct:
+            return "correct"
+        return "failed"
+
+    @property
+    def trial_id(self) -> str:
+        return trial_id(self.task, self.agent, self.trial)
+
+
+class LimitOverrides(BaseModel):
+    """Overrides of the tasks' [agent] limits (--max-turns and the like); None keeps the task's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_turns: int | None = Field(None, ge=1, description="model calls before the agent is stopped")
+    max_cost_usd: float | None = Field(None, ge=0, description="dollars, from the price table")
+    timeout_s: float | None = Field(None, ge=1, description="wall time of the agent phase, seconds")
+
+    def given(self) -> dict[str, float]:
+        """The overrides that are set, as task.toml's [agent] keys."""
+        return self.model_dump(exclude_none=True)
+
+
+class AgentSpec(BaseModel):
+    """What attempts the tasks: validated once where the CLI builds it, then carried whole
+    through the run, each trial and the agent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="oracle | nop | replay | react (agents.AGENTS)")
+    model: str | None = Field(None, description="PROVIDER/NAME, for agents that call a model")
+    base_url: str | None = Field(None, description="the model server (OpenAI-compatible); never a secret")
+    replay: str | None = Field(None, description="a transcript.jsonl whose tool calls the replay agent re-runs")
+    limits: LimitOverrides = LimitOverrides()
+
+    @cached_property
+    def model_spec(self) -> ModelSpec | None:
+        """The parsed model string (parsed once per run). Raises ValueError when malformed."""
+        return None if self.model is None else ModelSpec.parse(self.model, self.base_url)
+
+
+#: run.json keeps the agent's fields at its top level, as before AgentSpec existed
+_AGENT_KEYS = ("model", "base_url", "replay", "limits")
+
+
+class RunConfig(BaseModel):
+    """run.json: what a run was asked to do, enough to resume it."""
+
+    run_id: str
+    tasks: list[str]
+    agent: AgentSpec
+    trials: int = 1
+    concurrency: int = 1
+    backend: str = "docker"
+    #: timed runs per program in the verifier (None: each task's own number)
+    repeats: int | None = None
+    created_at: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_flat(cls, data):
+        if isinstance(data, dict) and isinstance(data.get("agent"), str):
+            data = dict(data)
+            data["agent"] = {"name": data.pop("agent"), **{k: data.pop(k) for k in _AGENT_KEYS if k in data}}
+        return data
+
+    @model_serializer(mode="wrap")
+    def _write_flat(self, handler):
+        out = handler(self)
+        agent = out.pop("agent")
+        limits = agent.pop("limits") or {}
+        return {**out, "agent": agent.pop("name"), **agent,
+                "limits": {k: v for k, v in limits.items() if v is not None}}
+
+
+class RunError(Exception):
+    """A run that cannot start or resume (bad folder, bad run.json)."""
+
+
+def trial_id(task: str, agent: str, index: int) -> str:
+    return f"{task}__{agent}__{index}"
+
+
+def trial_dir(run_dir: Path, task: str, agent: str, index: int) -> Path:
+    return run_dir / "trials" / trial_id(task, agent, index)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def load_trial(path: Path) -> TrialResult | None:
+    """A trial folder's trial.json; None when it has none yet (or a torn one)."""
+    try:
+        return TrialResult.model_validate_json((path / "trial.json").read_text())
+    except (OSError, ValidationError):
+        return None
+
+
+def finished(t: TrialResult | None) -> bool:
+    return t is not None and t.error_class != "infra"
+
+
+def load_run(run_dir: Path) -> RunConfig:
+    """Raises RunError for a folder without a valid run.json."""
+    try:
+        return RunConfig.model_validate_json((run_dir / "run.json").read_text())
+    except OSError:
+        raise RunError(f"{run_dir}: not a run folder (no run.json)") from None
+    except ValidationError as e:
+        raise RunError(f"{run_dir / 'run.json'}: invalid: {e}") from None
