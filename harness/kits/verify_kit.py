@@ -448,8 +448,11 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
     _kit_dir()
     clipped = False
     if uid == CANDIDATE_UID and DEADLINE is not None:
-        # the candidate's share of what is left, after the baseline runs still to come
-        share = (DEADLINE - time.time() - _state.get("reserve", 0.0)) / max(1, _state.get("candidate_runs_left", 1))
+        # what is left of the verifier's time, after the baseline runs still to come (half of
+        # it while no baseline run has been timed)
+        left = DEADLINE - time.time()
+        reserve = _state.get("reserve")
+        share = left - (0.5 * left if reserve is None else reserve)
         if share < timeout:
             timeout, clipped = max(share, 1.0), True
     if "bwrap_checked" not in _state:
@@ -536,7 +539,7 @@ def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None, baseli
     rng = random.Random(seed)
     b_times, c_times = [], []
     total = warmup + repeats
-    b_done = c_done = 0
+    b_done = 0
     for i in range(total):
         order = [("baseline", baseline), ("candidate", candidate)]
         rng.shuffle(order)
@@ -544,14 +547,12 @@ def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None, baseli
             order.sort(key=lambda o: o[0] != "baseline")
         for name, fn in order:
             # what run() keeps back of the time limit for the baseline runs still to come
-            _state["reserve"] = (total - b_done) * 1.5 * max(_state.get("baseline_max", 0.0), 0.0)
-            _state["candidate_runs_left"] = total - c_done
+            if "baseline_max" in _state:
+                _state["reserve"] = (total - b_done) * 1.5 * _state["baseline_max"]
             secs, ok, note = fn()
             if name == "baseline":
                 b_done += 1
                 _state["baseline_max"] = max(_state.get("baseline_max", 0.0), secs)
-            else:
-                c_done += 1
             if log:
                 log("%s %s %d: %.3f s %s" % ("warm-up" if i < warmup else "repeat", name, i, secs, "ok" if ok else note))
             if not ok:
