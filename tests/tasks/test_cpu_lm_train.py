@@ -185,7 +185,7 @@ except verify.BadWeights as e:
     print("refused:", e)
 '''
     root = Path(__file__).resolve().parents[2]
-    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness'}", "RDBENCH_BASELINE": str(TASK / "workspace"),
+    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness' / 'kits'}", "RDBENCH_BASELINE": str(TASK / "workspace"),
            "PATH": "/usr/bin:/bin"}
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
