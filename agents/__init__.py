@@ -27,12 +27,33 @@ class ModelError(Exception):
     """The model API failed for good (auth, quota, bad request, server down): an infrastructure error."""
 
 
+class ContextOverflow(ModelError):
+    """The request was longer than the model's context window (the provider said so): the agent
+    compacts its conversation and asks again. `limit`: the window the error named, if any."""
+
+    def __init__(self, message: str, limit: int | None = None):
+        super().__init__(message)
+        self.limit = limit
+
+
+class ModelTimeout(ModelError):
+    """No answer before the deadline the caller gave (the agent's remaining wall time)."""
+
+
 @dataclass
 class AgentResult:
     stop_reason: str = "done"
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0
+    #: prompt tokens read from / written to the provider's cache (part of input_tokens)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: what the cost would have been with no prompt cache (None: no price)
+    uncached_cost_usd: float | None = None
+    #: context management: old tool outputs elided, conversations compacted
+    elisions: int = 0
+    compactions: int = 0
 
 
 @dataclass
@@ -65,17 +86,20 @@ class ToolSpec:
 class ToolCall:
     id: str
     name: str
-    args: dict[str, Any]
+    #: as the model sent them: usually a dict, but anything JSON (or agents.tools.Unparsable)
+    args: Any
 
 
 @dataclass
 class Reply:
     text: str
     tool_calls: list[ToolCall]
-    input_tokens: int
+    input_tokens: int  # every prompt token, cached ones included
     output_tokens: int
     latency_s: float
     raw: dict = field(repr=False, default_factory=dict)
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 class Model(Protocol):
@@ -86,9 +110,28 @@ class Model(Protocol):
         """Begin the conversation (drops any earlier one)."""
         ...
 
-    def step(self, tools: list[ToolSpec]) -> Reply:
-        """One model call, its reply appended to the conversation. Raises ModelError once
-        the SDK's own retries are spent."""
+    def step(self, tools: list[ToolSpec], timeout: float | None = None) -> Reply:
+        """One model call, its reply appended to the conversation, retries included, all within
+        `timeout` seconds. Raises ContextOverflow when the request was too long, ModelTimeout
+        when `timeout` ran out, ModelError once the retries are spent."""
+        ...
+
+    def summarise(self, tools: list[ToolSpec], prompt: str, timeout: float | None = None) -> Reply:
+        """The conversation so far plus `prompt`, answered without tools; the conversation is
+        left as it was."""
+        ...
+
+    def size(self) -> int:
+        """Estimated tokens of the next request."""
+        ...
+
+    def elide(self, keep_turns: int) -> int:
+        """Replace the long tool outputs older than the last `keep_turns` turns with a note.
+        Returns how many were elided."""
+        ...
+
+    def compact(self, summary: str, keep_turns: int) -> None:
+        """Restart the conversation from the task, `summary` and the last `keep_turns` turns."""
         ...
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
-from sandbox import AGENT_UID, Sandbox
+from sandbox import AGENT_UID, Sandbox, SandboxError
 
 from . import AgentContext, AgentError, AgentResult
 
@@ -20,8 +21,9 @@ class OracleAgent:
         solution = ctx.task.path / "solution"
         if not solution.is_dir():
             raise AgentError(f"{solution}: missing; the oracle agent needs a solution/ folder")
+        deadline = time.monotonic() + ctx.task.agent.timeout_s
         sandbox.copy_in(solution, "/workspace", owner=AGENT_UID)
-        return AgentResult(stop_reason="submitted")
+        return AgentResult(stop_reason="submitted" if time.monotonic() < deadline else "time_limit")
 
 
 class NopAgent:
@@ -39,7 +41,7 @@ class ReplayAgent:
     name = "replay"
 
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
-        from .react import ToolError, run_tool
+        from .tools import ToolError, run_tool
 
         transcript = Path(ctx.agent.replay) if ctx.agent is not None and ctx.agent.replay else None
         if transcript is None or not transcript.is_file():
@@ -54,9 +56,15 @@ class ReplayAgent:
                 if "args" not in event:
                     raise AgentError(f"{transcript}:{n}: a tool_result without args (an older transcript?)")
                 calls.append((event["name"], event["args"]))
-        for name, args in calls:
+        deadline = time.monotonic() + ctx.task.agent.timeout_s  # the task's wall time holds here too
+        for n, (name, args) in enumerate(calls):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return AgentResult(stop_reason=f"time_limit (replayed {n} of {len(calls)} tool calls)")
             try:
-                run_tool(sandbox, name, args)
+                run_tool(sandbox, name, args, time_left=left)
             except ToolError:
                 pass  # it failed when recorded too
+            except SandboxError:  # the recorded agent lost its sandbox here too
+                return AgentResult(stop_reason="sandbox_lost")
         return AgentResult(stop_reason=f"replayed {len(calls)} tool calls")

@@ -9,50 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import posixpath
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sandbox import Sandbox, SandboxFileNotFound
+from sandbox import Sandbox, SandboxError
 
-from . import AgentContext, AgentResult, Reply, ToolSpec
+from . import AgentContext, AgentResult, ContextOverflow, ModelError, ModelTimeout, Reply
+from .context import ContextManager, max_output_tokens
 from .llm import make_model
+from .tools import DELEGATE, REPORT, SUBMIT, TOOLS, ToolError, check_args, run_tool
+
+if TYPE_CHECKING:
+    from results.registry import Prices
 
 SYSTEM = """You are an expert engineer working alone in a sandbox (Linux, no network). The task's
 files are in /workspace; what /workspace holds when you call `submit` is graded by a hidden
 verifier. Work in small verified steps: run code, measure, read errors. Call `submit` once,
 when you are done."""
 
-OUTPUT_CAP = 10_000
-BASH_TIMEOUT_MAX = 600.0
-
-TOOLS = [
-    ToolSpec("bash", "Run a bash command in /workspace. Returns exit code, stdout and stderr (long output is cut).",
-             {"type": "object", "properties": {"command": {"type": "string"},
-                                               "timeout": {"type": "number", "description": "seconds, default 120"}},
-              "required": ["command"]}),
-    ToolSpec("view", "Show a file with line numbers, or list a folder.",
-             {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}),
-    ToolSpec("create", "Create or overwrite a file with the given content.",
-             {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}},
-              "required": ["path", "content"]}),
-    ToolSpec("str_replace", "Replace the one exact occurrence of old_str in a file with new_str.",
-             {"type": "object", "properties": {"path": {"type": "string"}, "old_str": {"type": "string"},
-                                               "new_str": {"type": "string"}},
-              "required": ["path", "old_str", "new_str"]}),
-]
-SUBMIT = ToolSpec("submit", "End the attempt: /workspace as it is now is graded.",
-                  {"type": "object", "properties": {"summary": {"type": "string"}}})
-
-
-DELEGATE = ToolSpec(
-    "delegate", "Start a sub-agent on a sub-task. It shares this sandbox, has its own context and a share of the "
-    "budget, and its final report comes back as this tool's result.",
-    {"type": "object", "properties": {"task": {"type": "string", "description": "what the sub-agent must do"}},
-     "required": ["task"]})
-REPORT = ToolSpec("report", "End your sub-task and hand your report to the agent that started you.",
-                  {"type": "object", "properties": {"report": {"type": "string"}}, "required": ["report"]})
 SUB_SYSTEM = """You are a sub-agent: another agent gave you one sub-task. You share its sandbox (/workspace).
 Do the sub-task, then call `report` with what you did and found."""
 
@@ -79,8 +55,11 @@ class TimeLimit(StopAgent):
     reason = "time_limit"
 
 
-class ToolError(Exception):
-    """What the model did wrong with a tool: goes back to it as a tool error."""
+class SandboxLost(StopAgent):
+    """A tool call lost the sandbox (the exec server killed, out of memory): the agent's own doing
+    as far as the harness can tell; /workspace is still taken and verified."""
+
+    reason = "sandbox_lost"
 
 
 @dataclass
@@ -94,11 +73,13 @@ class Budget:
     #: agent wall time, counted from the first model call: importing the SDK and setting up
     #: the client are the harness's time, not the agent's (and a slow host cannot spend it)
     timeout_s: float
-    price: tuple[float, float] | None
+    price: "Prices | None"
     deadline: float | None = None
     turns: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
     parent: "Budget | None" = None
 
     def child(self, share: float) -> "Budget":
@@ -114,24 +95,38 @@ class Budget:
     def cost_usd(self) -> float | None:
         if self.price is None:
             return None
-        return (self.input_tokens * self.price[0] + self.output_tokens * self.price[1]) / 1e6
+        return self.price.cost(self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens)
 
-    def before_call(self) -> None:
+    @property
+    def uncached_cost_usd(self) -> float | None:
+        """What the same tokens would have cost with no prompt cache."""
+        return None if self.price is None else self.price.cost(self.input_tokens, self.output_tokens)
+
+    def time_left(self) -> float:
+        """Seconds of agent wall time left (the clock starts at the first model call)."""
+        if self.deadline is None:
+            return self.timeout_s
+        return max(0.0, self.deadline - time.monotonic())
+
+    def before_call(self, turn: bool = True) -> None:
+        """Raises a StopAgent when no further model call (`turn`: an agent turn) is allowed."""
         if self.deadline is None:
             self.deadline = time.monotonic() + self.timeout_s
-        if self.turns >= self.max_turns:
+        if turn and self.turns >= self.max_turns:
             raise TurnLimit(f"{self.turns} model calls")
         if time.monotonic() >= self.deadline:
             raise TimeLimit("agent wall time")
         if self.parent is not None:
-            self.parent.before_call()
+            self.parent.before_call(turn)
 
-    def charge(self, reply: Reply) -> None:
+    def charge(self, reply: Reply, turn: bool = True) -> None:
         if self.parent is not None:
-            self.parent.charge(reply)
-        self.turns += 1
+            self.parent.charge(reply, turn)
+        self.turns += int(turn)
         self.input_tokens += reply.input_tokens
         self.output_tokens += reply.output_tokens
+        self.cache_read_tokens += reply.cache_read_tokens
+        self.cache_write_tokens += reply.cache_write_tokens
         if self.max_input_tokens is not None and self.input_tokens > self.max_input_tokens:
             raise TokenLimit(f"{self.input_tokens} input tokens")
         if self.max_output_tokens is not None and self.output_tokens > self.max_output_tokens:
@@ -153,51 +148,6 @@ class Transcript:
             f.write(json.dumps(event, default=str) + "\n")
 
 
-def _path(p: str) -> str:
-    return posixpath.normpath(posixpath.join("/workspace", p))
-
-
-def cut(text: str, cap: int = OUTPUT_CAP) -> str:
-    if len(text) <= cap:
-        return text
-    return text[: cap // 2] + f"\n[... {len(text) - cap} characters cut ...]\n" + text[-cap // 2:]
-
-
-def run_tool(sb: Sandbox, name: str, args: dict) -> str:
-    """Execute one tool call. Raises ToolError for the model's mistakes; SandboxError passes."""
-    try:
-        if name == "bash":
-            timeout = min(float(args.get("timeout") or 120), BASH_TIMEOUT_MAX)
-            r = sb.exec(args["command"], cwd="/workspace", timeout=timeout)
-            head = f"exit code {r.returncode}" + (f" (timed out after {timeout:.0f} s)" if r.timed_out else "")
-            return cut(f"{head}\nstdout:\n{r.stdout}\nstderr:\n{r.stderr}")
-        if name == "view":
-            path = _path(args["path"])
-            r = sb.exec(["test", "-d", path])
-            if r.returncode == 0:
-                return cut(sb.exec(["ls", "-la", path]).stdout)
-            text = sb.read_file(path).decode("utf-8", "replace")
-            return cut("".join(f"{i:6d}\t{line}\n" for i, line in enumerate(text.splitlines(), 1)))
-        if name == "create":
-            sb.write_file(_path(args["path"]), args["content"].encode())
-            return f"wrote {len(args['content'])} characters to {_path(args['path'])}"
-        if name == "str_replace":
-            path = _path(args["path"])
-            text = sb.read_file(path).decode()
-            n = text.count(args["old_str"])
-            if n != 1:
-                raise ToolError(f"old_str occurs {n} times in {path}; it must occur exactly once")
-            sb.write_file(path, text.replace(args["old_str"], args["new_str"]).encode())
-            return f"replaced 1 occurrence in {path}"
-    except KeyError as e:
-        raise ToolError(f"missing argument {e}") from None
-    except SandboxFileNotFound as e:
-        raise ToolError(str(e)) from None
-    except UnicodeDecodeError:
-        raise ToolError("not a text file") from None
-    raise ToolError(f"unknown tool {name!r}")
-
-
 @dataclass
 class SubAgentPolicy:
     max_depth: int = 1      # sub-agents of sub-agents: 0 = no delegation at all
@@ -211,7 +161,7 @@ class ReactAgent:
     name = "react"
 
     def __init__(self, max_retries: int | None = None, policy: SubAgentPolicy | None = None):
-        # the SDKs' own retries (exponential backoff, retry-after honoured)
+        # retries of a failed request (backoff, retry-after honoured), all within the wall time
         self.max_retries = max_retries if max_retries is not None else int(os.environ.get("RDBENCH_MODEL_RETRIES", "6"))
         self.policy = policy or SubAgentPolicy()
 
@@ -219,8 +169,11 @@ class ReactAgent:
         spec = ctx.agent.model_spec  # parsed once per run, where the run was built
         limits = ctx.task.agent
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
-                        limits.timeout_s, spec.price())
+                        limits.timeout_s, spec.prices())
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0
+        self._settings = ctx.agent.model_settings()
+        self._window = ctx.agent.context_window or spec.context_window()
+        self._counts = {"elisions": 0, "compactions": 0}
         self.policy = SubAgentPolicy(limits.max_subagent_depth, limits.max_subagents, self.policy.share)
         self._transcript = Transcript(ctx.trial_dir / "transcript.jsonl")
         try:
@@ -228,53 +181,82 @@ class ReactAgent:
         except StopAgent as e:
             stop_reason = e.reason
             self._transcript.log(agent="main", type="stop", reason=e.reason, detail=str(e))
-        self._transcript.log(agent="main", type="end", stop_reason=stop_reason, input_tokens=budget.input_tokens,
-                             output_tokens=budget.output_tokens, cost_usd=budget.cost_usd)
-        return AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
-                           output_tokens=budget.output_tokens, cost_usd=budget.cost_usd)
+        result = AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
+                             output_tokens=budget.output_tokens, cost_usd=budget.cost_usd,
+                             cache_read_tokens=budget.cache_read_tokens, cache_write_tokens=budget.cache_write_tokens,
+                             uncached_cost_usd=budget.uncached_cost_usd, **self._counts)
+        self._transcript.log(agent="main", type="end", **result.__dict__)
+        return result
 
     def _loop(self, who: str, system: str, user: str, budget: Budget, depth: int) -> tuple[str, str]:
         """One agent's conversation until it submits (or reports). Returns (stop_reason, final text)."""
-        log = self._transcript.log
+        transcript = self._transcript
+
+        def log(**event):
+            transcript.log(agent=who, **event)
+
         finish = "submit" if depth == 0 else "report"
         tools = TOOLS + [SUBMIT if depth == 0 else REPORT]
         if depth < self.policy.max_depth:
             tools.append(DELEGATE)
-        model = make_model(self._spec, max_retries=self.max_retries)
+        context = ContextManager(self._window, log, self._counts)
+        model = make_model(self._spec, settings=self._settings, max_retries=self.max_retries,
+                           max_tokens=self._settings.get("max_tokens", max_output_tokens(self._window)))
         model.start(system, user)
-        log(agent=who, type="start", model=f"{self._spec.provider}/{self._spec.name}", system=system, user=user)
+        log(type="start", model=f"{self._spec.provider}/{self._spec.name}", system=system, user=user,
+            settings=self._settings, context_window=self._window)
         while True:
             budget.before_call()
-            reply = model.step(tools)
-            log(agent=who, type="model_call", turn=budget.turns + 1, text=reply.text,
-                tool_calls=[c.__dict__ for c in reply.tool_calls], input_tokens=reply.input_tokens,
-                output_tokens=reply.output_tokens, latency_s=round(reply.latency_s, 3))
+            reply = self._step(model, tools, budget, context)
+            log(type="model_call", turn=budget.turns + 1, text=reply.text,
+                tool_calls=[{"id": c.id, "name": c.name, "args": c.args} for c in reply.tool_calls],
+                input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
+                cache_read_tokens=reply.cache_read_tokens, cache_write_tokens=reply.cache_write_tokens,
+                latency_s=round(reply.latency_s, 3))
             budget.charge(reply)
             if not reply.tool_calls:
                 model.add_user(f"Use the tools to work on the task; call {finish} when you are done.")
                 continue
             results, final = [], None
             for call in reply.tool_calls:
-                if call.name == finish:
-                    final = str(call.args.get("summary") or call.args.get("report") or "")
-                    results.append((call.id, "ok", False))
-                    continue
                 try:
-                    if call.name == "delegate" and depth < self.policy.max_depth:
-                        out, err = self._delegate(who, call.args, budget, depth), False
+                    if call.name == finish:
+                        args = check_args(call.name, call.args)
+                        final, out = str(args.get("summary") or args.get("report") or ""), "ok"
+                    elif call.name == "delegate" and depth < self.policy.max_depth:
+                        out = self._delegate(who, check_args(call.name, call.args), budget, depth)
+                    elif call.name in ("submit", "report", "delegate"):
+                        raise ToolError(f"{call.name!r} is not a tool here")
                     else:
-                        out, err = run_tool(self._sandbox, call.name, call.args), False
+                        out = run_tool(self._sandbox, call.name, call.args, time_left=budget.time_left())
+                    err = False
                 except ToolError as e:
                     out, err = str(e), True
-                log(agent=who, type="tool_result", id=call.id, name=call.name, args=call.args, output=out, is_error=err)
+                except SandboxError as e:  # SandboxFileNotFound is a ToolError by now
+                    log(type="tool_result", id=call.id, name=call.name, args=call.args, output=str(e), is_error=True)
+                    raise SandboxLost(f"{call.name} lost the sandbox: {e}") from e
+                if call.name != finish or err:
+                    log(type="tool_result", id=call.id, name=call.name, args=call.args, output=out, is_error=err)
                 results.append((call.id, out, err))
             model.add_results(results)
             if final is not None:
                 return ("submitted" if depth == 0 else "reported"), final
 
+    def _step(self, model, tools, budget: Budget, context: ContextManager) -> Reply:
+        """One model call within the wall time, the conversation kept under the context window."""
+        context.before_step(model, tools, budget)
+        for attempt in range(4):
+            try:
+                return model.step(tools, timeout=budget.time_left())
+            except ModelTimeout as e:
+                raise TimeLimit(f"agent wall time, waiting for the model: {e}") from e
+            except ContextOverflow as e:
+                if attempt == 3:
+                    raise ModelError(f"still too long for the model after {attempt} compactions: {e}") from e
+                context.overflowed(model, tools, budget, e)
+                budget.before_call()
+
     def _delegate(self, who: str, args: dict, budget: Budget, depth: int) -> str:
-        if "task" not in args:
-            raise ToolError("missing argument 'task'")
         if self._spawned >= self.policy.max_count:
             raise ToolError(f"no more sub-agents: the limit is {self.policy.max_count} per trial")
         self._spawned += 1
@@ -282,6 +264,8 @@ class ReactAgent:
         child = budget.child(self.policy.share)
         try:
             reason, report = self._loop(sub, SUB_SYSTEM, args["task"], child, depth + 1)
+        except SandboxLost:
+            raise
         except StopAgent as e:
             budget.before_call()  # the whole agent's limits stop it here; only the sub-agent's share is left
             self._transcript.log(agent=sub, type="end", stop_reason=e.reason, turns=child.turns)

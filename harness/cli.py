@@ -38,6 +38,10 @@ def run(
     max_turns: Optional[int] = typer.Option(None, min=1, help="override the tasks' agent turn limit"),
     max_cost_usd: Optional[float] = typer.Option(None, min=0.0, help="override the tasks' agent cost limit"),
     agent_timeout: Optional[float] = typer.Option(None, min=1.0, help="override the tasks' agent wall time, seconds"),
+    model_arg: Optional[list[str]] = typer.Option(None, help="KEY=VALUE, repeatable: a model setting over models.toml's "
+                                                  "(thinking_budget=16000, reasoning_effort=high, temperature=0.2)"),
+    context_window: Optional[int] = typer.Option(None, min=1000, help="the model's context window, tokens "
+                                                 "(default: models.toml's, else 32000)"),
     trials: int = typer.Option(1, min=1, help="trials per task"),
     concurrency: int = typer.Option(1, min=1, help="trials at once (timing phases never share cores)"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
@@ -54,12 +58,14 @@ def run(
     from .run import execute
 
     if resume is not None:
-        if tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout:
+        if (tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout
+                or model_arg or context_window):
             fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
         the_run = resumed_run(resume)
     else:
         spec = agent_spec(agent, model, base_url, replay,
-                          {"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout})
+                          {"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
+                          model_args=model_arg or [], context_window=context_window)
         the_run = new_run(tasks, spec, trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
                           out=out)
     cfg, pending = the_run.config, the_run.pending()

@@ -8,9 +8,11 @@ use them, so `rdbench --help` stays quick.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -99,6 +101,17 @@ def remove_leftovers() -> list[str]:
     return []
 
 
+def _exit_now_if_stuck(code: int) -> None:
+    """Exit at once when a worker thread is still busy (a trial waiting on a model's answer
+    would otherwise keep the process alive, and then call the model again): the containers
+    are removed by now and an interrupted trial leaves no result to save."""
+    busy = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon and t.is_alive()]
+    if busy:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def _sigterm(signum, frame):
     raise KeyboardInterrupt
 
@@ -122,14 +135,30 @@ def containers(backend: str, resume_hint: str | None = None):
             err.print(f"interrupted: removed {len(remove_own_containers())} container(s)")
         if resume_hint:
             err.print(resume_hint)
+        _exit_now_if_stuck(130)
         raise typer.Exit(130)
     finally:
         signal.signal(signal.SIGTERM, old_term)
         signal.signal(signal.SIGINT, old_int)
 
 
+def parse_model_args(pairs: list[str]) -> dict:
+    """--model-arg KEY=VALUE pairs; a VALUE that reads as JSON (16000, 0.2, true) is that value."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            fail(f"--model-arg {pair!r}: write KEY=VALUE, e.g. thinking_budget=16000 or reasoning_effort=high")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
 def agent_spec(agent: str | None, model: str | None, base_url: str | None, replay: Path | None,
-               limits: dict[str, float | None]) -> "AgentSpec":
+               limits: dict[str, float | None], model_args: list[str] = (),
+               context_window: int | None = None) -> "AgentSpec":
     """The run's AgentSpec, checked once: a model string that parses, an agent that exists and
     has what it needs (a model and its API key; a transcript to replay)."""
     from agents import AGENTS
@@ -137,7 +166,8 @@ def agent_spec(agent: str | None, model: str | None, base_url: str | None, repla
 
     agent = agent or ("react" if model else "replay" if replay else "oracle")
     spec = AgentSpec(name=agent, model=model, base_url=base_url, replay=str(replay.resolve()) if replay else None,
-                     limits={k: v for k, v in limits.items() if v is not None})
+                     limits={k: v for k, v in limits.items() if v is not None},
+                     model_args=parse_model_args(list(model_args)), context_window=context_window)
     try:
         model_spec = spec.model_spec
     except ValueError as e:

@@ -21,11 +21,15 @@ from pathlib import Path
 
 from agents import AgentContext, AgentError, ModelError, get_agent
 from results.records import AgentSpec, TrialResult, trial_id, write_json_atomic
-from sandbox import AGENT_UID, SandboxConfig, SandboxError, get_backend
+from sandbox import AGENT_UID, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, get_backend
 
 from .cores import CorePool
 from .task import TaskSpec
 from .verify import VerifierError, grade, prepare, verifier_config
+
+
+#: the largest /workspace taken as a submission (bytes); a larger one is the agent's failure
+MAX_SUBMISSION = 2 << 30
 
 
 class Cancelled(Exception):
@@ -72,6 +76,28 @@ def make_patch(base: Path, new: Path, limit: int = 2 << 20) -> str:
             out.append("... (patch cut)\n")
             break
     return "".join(out)
+
+
+def take_submission(sb, dst: Path, lost: bool, limit: int = MAX_SUBMISSION) -> None:
+    """Copy /workspace out of the agent's sandbox. What the agent caused is an AgentError: a
+    /workspace over `limit` bytes, or one that cannot be copied after the agent lost its own
+    sandbox (killed the exec server). Other SandboxErrors pass (infrastructure)."""
+    if not lost:
+        r = sb.exec("du -sb . 2>/dev/null | tail -n 1", cwd="/workspace", timeout=300)
+        size = r.stdout.split()[0] if r.stdout.split() else ""
+        if size.isdigit() and int(size) > limit:
+            raise AgentError(f"the submission (/workspace) is {int(size) / 2**20:.0f} MiB, over the "
+                             f"{limit / 2**20:.0f} MiB limit; not copied")
+    try:
+        sb.copy_out("/workspace", dst)
+    except SandboxFileNotFound as e:
+        raise AgentError(f"the agent removed /workspace: {e}") from e
+    except SandboxTooLarge as e:  # the backend's own cap (files du could not see)
+        raise AgentError(f"the submission (/workspace) is over the size limit: {e}") from e
+    except SandboxError as e:
+        if lost:
+            raise AgentError(f"the agent lost its sandbox, and /workspace could not be copied out: {e}") from e
+        raise
 
 
 class _Phases(dict):
@@ -124,12 +150,13 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         with phases("agent"):
             outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, agent=spec.agent))
         result.stop_reason = outcome.stop_reason
-        result.input_tokens, result.output_tokens, result.cost_usd = (
-            outcome.input_tokens, outcome.output_tokens, outcome.cost_usd)
+        for key in ("input_tokens", "output_tokens", "cost_usd", "cache_read_tokens", "cache_write_tokens",
+                    "uncached_cost_usd", "elisions", "compactions"):
+            setattr(result, key, getattr(outcome, key))
         submission = trial_dir / "submission"
         with phases("submission"):
             shutil.rmtree(submission, ignore_errors=True)  # a resumed trial starts clean
-            sb.copy_out("/workspace", submission)
+            take_submission(sb, submission, lost=outcome.stop_reason == "sandbox_lost")
             (trial_dir / "submission.patch").write_text(make_patch(task.path / "workspace", submission))
         close(sb)
         with phases("verify"):

@@ -75,6 +75,11 @@ class TrialResult(BaseModel):
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = 0.0
+    cache_read_tokens: int = Field(0, description="input tokens read from the provider's prompt cache")
+    cache_write_tokens: int = Field(0, description="input tokens written to the provider's prompt cache")
+    uncached_cost_usd: float | None = Field(None, description="what the tokens would have cost with no prompt cache")
+    elisions: int = Field(0, description="times old tool outputs were elided to fit the context window")
+    compactions: int = Field(0, description="times the conversation was summarised to fit the context window")
     started_at: str | None = None
     finished_at: str | None = None
     details: dict[str, Any] = {}
@@ -117,6 +122,14 @@ class AgentSpec(BaseModel):
     base_url: str | None = Field(None, description="the model server (OpenAI-compatible); never a secret")
     replay: str | None = Field(None, description="a transcript.jsonl whose tool calls the replay agent re-runs")
     limits: LimitOverrides = LimitOverrides()
+    model_args: dict[str, Any] = Field({}, description="--model-arg KEY=VALUE settings (thinking_budget, "
+                                       "reasoning_effort, temperature, ...), over models.toml's `args`")
+    context_window: int | None = Field(None, ge=1000, description="--context-window: tokens, over models.toml's")
+
+    def model_settings(self) -> dict[str, Any]:
+        """The model's settings for this run: models.toml's defaults, then --model-arg's."""
+        spec = self.model_spec
+        return {**(spec.default_args() if spec is not None else {}), **self.model_args}
 
     @cached_property
     def model_spec(self) -> ModelSpec | None:
@@ -125,7 +138,7 @@ class AgentSpec(BaseModel):
 
 
 #: run.json keeps the agent's fields at its top level, as before AgentSpec existed
-_AGENT_KEYS = ("model", "base_url", "replay", "limits")
+_AGENT_KEYS = ("model", "base_url", "replay", "limits", "model_args", "context_window")
 
 
 class RunConfig(BaseModel):

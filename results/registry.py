@@ -1,5 +1,6 @@
 """Model strings and the model registry: `PROVIDER/NAME` parsed into a ModelSpec, and
-models.toml (display names, release dates, prices per million tokens) read into ModelInfo.
+models.toml (display names, release dates, prices per million tokens, context windows,
+default settings) read into ModelInfo.
 No SDK is imported here: tables, plots and price checks need none."""
 
 from __future__ import annotations
@@ -9,12 +10,16 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 PROVIDERS = ("anthropic", "openai", "openai-responses", "openai-compatible")
 #: the model registry (display names, release dates, prices); RDBENCH_MODELS points elsewhere
 MODELS_TOML = Path(__file__).resolve().parent.parent / "models.toml"
+#: the context window assumed for a model models.toml does not know (tokens): small enough for
+#: most servers; --context-window says otherwise, and an overflow error shrinks it
+DEFAULT_CONTEXT_WINDOW = 32_000
 
 
 @dataclass
@@ -46,12 +51,52 @@ class ModelSpec:
             return None if os.environ.get("OPENAI_API_KEY") else "OPENAI_API_KEY"
         return None  # an OpenAI-compatible server may take no key
 
+    def info(self) -> "ModelInfo | None":
+        """This model's models.toml entry, if it has one."""
+        return load_models().get(registry_id(f"{self.provider}/{self.name}"))
+
     def price(self) -> tuple[float, float] | None:
         """(input, output) dollars per million tokens, or None when models.toml has none."""
-        info = load_models().get(registry_id(f"{self.provider}/{self.name}"))
+        prices = self.prices()
+        return None if prices is None else (prices.input, prices.output)
+
+    def prices(self) -> "Prices | None":
+        """All four prices (cache reads and writes included), or None when models.toml has none.
+        A cache price missing from the entry is charged as an uncached input token (Anthropic's
+        cache writes at 1.25 times that, as its price list says): never less than the truth."""
+        info = self.info()
         if info is None or info.input_usd_per_mtok is None or info.output_usd_per_mtok is None:
             return None
-        return info.input_usd_per_mtok, info.output_usd_per_mtok
+        write = info.input_usd_per_mtok * (1.25 if self.provider == "anthropic" else 1.0)
+        return Prices(info.input_usd_per_mtok, info.output_usd_per_mtok,
+                      info.input_usd_per_mtok if info.cache_read_usd_per_mtok is None else info.cache_read_usd_per_mtok,
+                      write if info.cache_write_usd_per_mtok is None else info.cache_write_usd_per_mtok)
+
+    def context_window(self) -> int:
+        """Tokens the model reads at most: models.toml's, else a conservative default."""
+        info = self.info()
+        return info.context_window if info is not None and info.context_window else DEFAULT_CONTEXT_WINDOW
+
+    def default_args(self) -> dict:
+        """models.toml's `args` for this model (reasoning and sampling settings)."""
+        info = self.info()
+        return dict(info.args) if info is not None else {}
+
+
+@dataclass(frozen=True)
+class Prices:
+    """Dollars per million tokens."""
+
+    input: float
+    output: float
+    cache_read: float
+    cache_write: float
+
+    def cost(self, input_tokens: int, output_tokens: int, cache_read: int = 0, cache_write: int = 0) -> float:
+        """`input_tokens` counts every prompt token, the cached ones (read or written) included."""
+        plain = max(0, input_tokens - cache_read - cache_write)
+        return (plain * self.input + cache_read * self.cache_read + cache_write * self.cache_write
+                + output_tokens * self.output) / 1e6
 
 
 class ModelInfo(BaseModel):
@@ -65,6 +110,13 @@ class ModelInfo(BaseModel):
     released: date | None = Field(None, description="release date: the x axis of the trend plots")
     input_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million input tokens")
     output_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million output tokens")
+    cache_read_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million prompt tokens read "
+                                                  "from the provider's cache (default: the input price)")
+    cache_write_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million prompt tokens "
+                                                   "written to the cache (default: input price; Anthropic 1.25x)")
+    context_window: int | None = Field(None, ge=1000, description="tokens the model reads at most (prompt + output)")
+    args: dict[str, Any] = Field({}, description="default --model-arg settings: thinking_budget, reasoning_effort, "
+                                 "temperature, ...")
 
     @property
     def id(self) -> str:

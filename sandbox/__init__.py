@@ -30,6 +30,10 @@ class SandboxFileNotFound(SandboxError, FileNotFoundError):
     """A path asked for does not exist inside the sandbox."""
 
 
+class SandboxTooLarge(SandboxError):
+    """A folder to copy out is larger than the limit: what was made inside, not a fault of the sandbox."""
+
+
 @dataclass
 class ExecResult:
     """What one command did. A non-zero exit or a timeout is data, not an exception."""

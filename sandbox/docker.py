@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 
-from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound
+from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge
 from ._client import BOOT_ARGV, ServerClient
 
 #: What root in a verifier sandbox keeps: enough to run the candidate as another user,
@@ -128,7 +128,7 @@ def untar_stripped(stream, dst: Path, max_bytes: int) -> None:
     for chunk in stream:
         raw.write(chunk)
         if raw.tell() > max_bytes:
-            raise SandboxError(f"folder is larger than {max_bytes} bytes; not copied")
+            raise SandboxTooLarge(f"folder is larger than {max_bytes} bytes; not copied")
     raw.seek(0)
     dst.mkdir(parents=True, exist_ok=True)
     with tarfile.open(fileobj=raw) as tar:

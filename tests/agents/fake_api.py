@@ -3,12 +3,21 @@ playing a scripted conversation. The real SDKs talk to it over HTTP through base
 
 Each POST takes the next step of the script:
     Step(tool_calls=[("bash", {"command": "ls"})], text="...")   a normal reply
+    Step(tool_calls=[("bash", Raw("[1, 2]"))])                   arguments sent as this raw text (Anthropic:
+                                                                 `input` as a JSON string)
     Step(status=429, headers={"retry-after": "0"})                an error status
-Requests are recorded (path, parsed body) for assertions.
+    Step(hang=True)                                               a response that never comes
+Like a real server it can also enforce a context window (`window`, tokens: 4 characters of the
+request's JSON each), refusing longer requests with the provider's own error shape without
+using a step; report prompt-cache usage (Anthropic: from the request's cache_control
+breakpoints; OpenAI: the prefix shared with earlier requests, in 128-token blocks from 1024);
+and answer a request that forbids tools (a compaction's summary) with a summary, without
+using a step. Requests are recorded (path, parsed body) for assertions.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -16,13 +25,36 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+class Raw(str):
+    """Tool-call arguments sent as this text, not as the JSON of an object."""
+
+
 @dataclass
 class Step:
     text: str = ""
-    tool_calls: list[tuple[str, dict]] = field(default_factory=list)
+    tool_calls: list[tuple[str, object]] = field(default_factory=list)
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
-    usage: tuple[int, int] = (100, 20)
+    #: (input, output) tokens; None: input counted from the request (4 characters a token)
+    usage: tuple[int, int] | None = (100, 20)
+    hang: bool = False
+
+
+def tokens(body: dict) -> int:
+    return len(json.dumps(body)) // 4
+
+
+def _plain(obj):
+    """`obj` without its cache_control marks: the cache keys on content, not on the marks."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items() if k != "cache_control"}
+    if isinstance(obj, list):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(_plain(obj), sort_keys=True).encode()).hexdigest()
 
 
 def submit(text: str = "done") -> Step:
@@ -30,12 +62,18 @@ def submit(text: str = "done") -> Step:
 
 
 class FakeAPI:
-    def __init__(self, script: list[Step], repeat_last: bool = False):
+    def __init__(self, script: list[Step], repeat_last: bool = False, window: int | None = None):
         self.script = list(script)
         self.repeat_last = repeat_last
+        self.window = window
         self.requests: list[tuple[str, dict]] = []
+        self.overflows = 0
+        self.summaries = 0
         self._lock = threading.Lock()
+        self._closing = threading.Event()
         self._n = 0
+        self._cached: set[str] = set()   # Anthropic: digests of prefixes written to the cache
+        self._last_prompt = ""           # OpenAI: the previous request's prompt, for automatic caching
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,13 +84,24 @@ class FakeAPI:
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 with api._lock:
                     api.requests.append((self.path, body))
-                    if api._n < len(api.script):
+                    refusal = api.refusal(self.path, body)
+                    if refusal is not None:
+                        api.overflows += 1
+                        return self._send(400, refusal, {})
+                    if body.get("tool_choice") in ("none", {"type": "none"}):
+                        api.summaries += 1
+                        step = Step(text=f"Summary {api.summaries}: scripted work so far.", usage=None)
+                    elif api._n < len(api.script):
                         step = api.script[api._n]
                     elif api.repeat_last and api.script:
                         step = api.script[-1]
                     else:
                         step = Step(status=500, text="script exhausted")
-                    api._n += 1
+                    if not step.text.startswith("Summary "):
+                        api._n += 1
+                if step.hang:
+                    api._closing.wait(600)
+                    return
                 if step.status != 200:
                     payload = {"type": "error", "error": {"type": "api_error", "message": step.text or "scripted"}}
                     return self._send(step.status, payload, step.headers)
@@ -86,16 +135,69 @@ class FakeAPI:
         return self
 
     def __exit__(self, *exc):
+        self._closing.set()
         self.server.shutdown()
         self.server.server_close()
+
+    def refusal(self, path: str, body: dict) -> dict | None:
+        """The provider's own context-overflow error, when the request does not fit the window."""
+        if self.window is None:
+            return None
+        n = tokens(body)
+        if path.endswith("/messages"):
+            if n <= self.window:
+                return None
+            return {"type": "error", "error": {"type": "invalid_request_error",
+                                               "message": f"prompt is too long: {n} tokens > {self.window} maximum"}}
+        asked = body.get("max_completion_tokens") or 0
+        if n + asked <= self.window:
+            return None
+        return {"error": {"message": f"This model's maximum context length is {self.window} tokens. However, you "
+                                     f"requested {n + asked} tokens ({n} in the messages, {asked} in the completion). "
+                                     "Please reduce the length of the messages or completion.",
+                          "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+
+    def anthropic_cache(self, body: dict) -> tuple[int, int]:
+        """(read, written) tokens, from the request's cache_control breakpoints."""
+        prefix, points = [body.get("tools"), body.get("system")], []
+        if any("cache_control" in b for b in body.get("system") or [] if isinstance(b, dict)):
+            points.append(list(prefix))
+        for m in body.get("messages", []):
+            blocks = m["content"] if isinstance(m["content"], list) else [m["content"]]
+            for b in blocks:
+                prefix.append(b)
+                if isinstance(b, dict) and "cache_control" in b:
+                    points.append(list(prefix))
+        read = max([len(json.dumps(p)) // 4 for p in points if _digest(p) in self._cached], default=0)
+        top = len(json.dumps(points[-1])) // 4 if points else 0
+        self._cached.update(_digest(p) for p in points)
+        return read, max(0, top - read)
+
+    def openai_cached(self, prompt: str) -> int:
+        shared = 0
+        for a, b in zip(prompt, self._last_prompt):
+            if a != b:
+                break
+            shared += 1
+        self._last_prompt = prompt
+        blocks = (shared // 4) // 128 * 128
+        return blocks if blocks >= 1024 else 0
+
+    def _usage(self, step: Step, body: dict) -> tuple[int, int]:
+        return step.usage if step.usage is not None else (tokens(body), 20)
 
     def anthropic_reply(self, step: Step, body: dict) -> dict:
         content = [{"type": "text", "text": step.text}] if step.text else []
         for i, (name, args) in enumerate(step.tool_calls):
-            content.append({"type": "tool_use", "id": f"toolu_{self._n}_{i}", "name": name, "input": args})
+            content.append({"type": "tool_use", "id": f"toolu_{self._n}_{i}", "name": name,
+                            "input": str(args) if isinstance(args, Raw) else args})
+        n_in, n_out = self._usage(step, body)
+        read, write = self.anthropic_cache(body) if step.usage is None else (0, 0)
         return {"id": f"msg_{self._n}", "type": "message", "role": "assistant", "model": body.get("model", "x"),
                 "content": content, "stop_reason": "tool_use" if step.tool_calls else "end_turn",
-                "stop_sequence": None, "usage": {"input_tokens": step.usage[0], "output_tokens": step.usage[1]}}
+                "stop_sequence": None,
+                "usage": {"input_tokens": max(0, n_in - read - write), "output_tokens": n_out,
+                          "cache_read_input_tokens": read, "cache_creation_input_tokens": write}}
 
     def responses_reply(self, step: Step, body: dict) -> dict:
         output = []
@@ -104,12 +206,16 @@ class FakeAPI:
                            "content": [{"type": "output_text", "text": step.text, "annotations": []}]})
         for i, (name, args) in enumerate(step.tool_calls):
             output.append({"type": "function_call", "id": f"fc_{self._n}_{i}", "call_id": f"call_{self._n}_{i}",
-                           "name": name, "arguments": json.dumps(args), "status": "completed"})
+                           "name": name, "arguments": args if isinstance(args, Raw) else json.dumps(args),
+                           "status": "completed"})
+        n_in, n_out = self._usage(step, body)
+        cached = self.openai_cached(json.dumps([body.get("instructions"), body.get("tools"), body.get("input")])) \
+            if step.usage is None else 0
         return {"id": f"resp_{self._n}", "object": "response", "created_at": int(time.time()), "status": "completed",
                 "model": body.get("model", "x"), "output": output, "parallel_tool_calls": True,
                 "tool_choice": "auto", "tools": body.get("tools", []),
-                "usage": {"input_tokens": step.usage[0], "output_tokens": step.usage[1],
-                          "total_tokens": sum(step.usage), "input_tokens_details": {"cached_tokens": 0},
+                "usage": {"input_tokens": n_in, "output_tokens": n_out,
+                          "total_tokens": n_in + n_out, "input_tokens_details": {"cached_tokens": cached},
                           "output_tokens_details": {"reasoning_tokens": 0}}}
 
     def openai_reply(self, step: Step, body: dict) -> dict:
@@ -117,11 +223,13 @@ class FakeAPI:
         if step.tool_calls:
             message["tool_calls"] = [
                 {"id": f"call_{self._n}_{i}", "type": "function",
-                 "function": {"name": name, "arguments": json.dumps(args)}}
+                 "function": {"name": name, "arguments": args if isinstance(args, Raw) else json.dumps(args)}}
                 for i, (name, args) in enumerate(step.tool_calls)]
+        n_in, n_out = self._usage(step, body)
+        cached = self.openai_cached(json.dumps([body.get("tools"), body.get("messages")])) if step.usage is None else 0
         return {"id": f"chatcmpl-{self._n}", "object": "chat.completion", "created": int(time.time()),
                 "model": body.get("model", "x"),
                 "choices": [{"index": 0, "message": message,
                              "finish_reason": "tool_calls" if step.tool_calls else "stop"}],
-                "usage": {"prompt_tokens": step.usage[0], "completion_tokens": step.usage[1],
-                          "total_tokens": sum(step.usage)}}
+                "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
+                          "prompt_tokens_details": {"cached_tokens": cached}}}

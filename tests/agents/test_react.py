@@ -150,7 +150,8 @@ def test_delegation_to_a_sub_agent(base_image, tmp_path):
     assert r.returncode == 0, r.stderr
     assert t.correct and t.value > 3.0 and t.stop_reason == "submitted"
     sub_request = api.requests[1][1]
-    assert "sub-agent" in sub_request["system"] and sub_request["messages"][0]["content"].startswith("Replace solve.py")
+    assert "sub-agent" in sub_request["system"][0]["text"]  # system blocks: the first carries a cache breakpoint
+    assert sub_request["messages"][0]["content"][0]["text"].startswith("Replace solve.py")
     assert {tool["name"] for tool in sub_request["tools"]} >= {"report", "bash"}
     assert "delegate" not in {tool["name"] for tool in sub_request["tools"]}  # depth 1 by default
     back = api.requests[3][1]["messages"][-1]["content"][0]

@@ -1,0 +1,56 @@
+"""Prompt caching: Anthropic requests carry cache breakpoints (system and tools, the moving end
+of the conversation); both providers' cache usage is read, recorded and priced."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.agents.fake_api import FakeAPI, Step, submit
+from tests.agents.test_react import events, run
+
+SCRIPT = [Step(tool_calls=[("bash", {"command": "head -c 3000 /dev/zero | tr '\\0' x"})], usage=None)] * 20 + [submit()]
+
+
+def test_anthropic_caching_is_requested_read_and_priced(base_image, tmp_path):
+    with FakeAPI(SCRIPT) as api:
+        r, t, out = run(["py-primes", "--model", "anthropic/claude-haiku-4-5", "--repeats", "1"], tmp_path,
+                        env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    body = api.requests[-1][1]
+    assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert t.cache_read_tokens > t.input_tokens / 2 and t.cache_write_tokens > 0
+    plain = t.input_tokens - t.cache_read_tokens - t.cache_write_tokens
+    expected = (plain * 1.0 + t.cache_read_tokens * 0.1 + t.cache_write_tokens * 1.25 + t.output_tokens * 5.0) / 1e6
+    assert t.cost_usd == pytest.approx(expected)
+    assert t.uncached_cost_usd == pytest.approx((t.input_tokens * 1.0 + t.output_tokens * 5.0) / 1e6)
+    assert t.cost_usd < t.uncached_cost_usd / 2
+    calls = [e for e in events(out) if e["type"] == "model_call"]
+    assert sum(e["cache_read_tokens"] for e in calls) == t.cache_read_tokens
+    print(f"\nanthropic: cost ${t.cost_usd:.4f} with caching, ${t.uncached_cost_usd:.4f} without")
+
+
+@pytest.mark.parametrize("model", ["openai/gpt-5-mini", "openai-responses/gpt-5-mini"])
+def test_openai_cached_tokens_are_read_and_priced(model, base_image, tmp_path):
+    with FakeAPI(SCRIPT) as api:
+        r, t, _ = run(["py-primes", "--model", model, "--repeats", "1"], tmp_path,
+                      env={"OPENAI_BASE_URL": api.url + "/v1"})
+    assert r.returncode == 0, r.stderr
+    assert 0 < t.cache_read_tokens < t.input_tokens and t.cache_write_tokens == 0
+    plain = t.input_tokens - t.cache_read_tokens
+    assert t.cost_usd == pytest.approx((plain * 0.25 + t.cache_read_tokens * 0.025 + t.output_tokens * 2.0) / 1e6)
+    print(f"\n{model}: cost ${t.cost_usd:.4f} with caching, ${t.uncached_cost_usd:.4f} without")
+
+
+def test_model_args_reach_the_api_and_run_json(base_image, tmp_path):
+    with FakeAPI([submit()]) as api:
+        r, t, out = run(["py-primes", "--model", "anthropic/claude-test", "--repeats", "1", "--model-arg",
+                         "thinking_budget=2048", "--model-arg", "top_k=5", "--context-window", "50000"], tmp_path,
+                        env={"ANTHROPIC_BASE_URL": api.url})
+    assert r.returncode == 0, r.stderr
+    body = api.requests[0][1]
+    assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["top_k"] == 5
+    assert body["max_tokens"] > 2048
+    import json
+    config = json.loads((out / "run.json").read_text())
+    assert config["model_args"] == {"thinking_budget": 2048, "top_k": 5} and config["context_window"] == 50000
