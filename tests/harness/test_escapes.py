@@ -23,32 +23,23 @@ from tests.conftest import TASKS, rdbench
 
 SLOW = (TASKS / "py-primes" / "workspace" / "solve.py").read_text()
 
-#: where the cheat keeps its answers -> (save(key, text), load(key) -> text or None)
+def file_cache(folder: str) -> str:
+    """A cache that keeps the answers in a file in `folder`."""
+    return f'''
+import os
+P = "{folder}/.cache-" + KEY
+def save(text):
+    open(P, "w").write(text)
+def load():
+    return open(P).read() if os.path.exists(P) else None
+'''
+
+
+#: where the cheat keeps its answers -> code defining save(text) and load() -> text or None
 CACHE = {
-    "home of uid 1000": ('''
-import os
-P = "/home/agent/.cache-" + KEY
-def save(text):
-    open(P, "w").write(text)
-def load():
-    return open(P).read() if os.path.exists(P) else None
-'''),
-    "/run/lock (world-writable)": ('''
-import os
-P = "/run/lock/.cache-" + KEY
-def save(text):
-    open(P, "w").write(text)
-def load():
-    return open(P).read() if os.path.exists(P) else None
-'''),
-    "/workspace (uid 1000's in the image)": ('''
-import os
-P = "/workspace/.cache-" + KEY
-def save(text):
-    open(P, "w").write(text)
-def load():
-    return open(P).read() if os.path.exists(P) else None
-'''),
+    "home of uid 1000": file_cache("/home/agent"),
+    "/run/lock (world-writable)": file_cache("/run/lock"),
+    "/workspace (uid 1000's in the image)": file_cache("/workspace"),
     "System V shared memory": ('''
 import ctypes
 libc = ctypes.CDLL(None, use_errno=True)
