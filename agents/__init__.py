@@ -149,6 +149,8 @@ AGENTS = {
     "nop": ("agents.builtin", "NopAgent"),
     "react": ("agents.react", "ReactAgent"),
     "replay": ("agents.builtin", "ReplayAgent"),
+    "claude-code": ("agents.installed", "ClaudeCodeAgent"),
+    "codex": ("agents.installed", "CodexAgent"),
 }
 
 

@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from sandbox import Sandbox, SandboxError
 
@@ -75,6 +75,9 @@ class Budget:
     timeout_s: float
     price: "Prices | None"
     deadline: float | None = None
+    #: seconds the sandbox has spent frozen (another trial timing on its cores): added to the
+    #: deadline, so that frozen time is not the agent's
+    frozen: Callable[[], float] | None = None
     turns: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
@@ -89,7 +92,7 @@ class Budget:
         return Budget(part(self.max_turns, self.turns), part(self.max_input_tokens, self.input_tokens),
                       part(self.max_output_tokens, self.output_tokens),
                       None if self.max_cost_usd is None else self.max_cost_usd * share,
-                      self.timeout_s, self.price, deadline=self.deadline, parent=self)
+                      self.timeout_s, self.price, deadline=self.deadline, frozen=self.frozen, parent=self)
 
     @property
     def cost_usd(self) -> float | None:
@@ -106,7 +109,10 @@ class Budget:
         """Seconds of agent wall time left (the clock starts at the first model call)."""
         if self.deadline is None:
             return self.timeout_s
-        return max(0.0, self.deadline - time.monotonic())
+        return max(0.0, self._end() - time.monotonic())
+
+    def _end(self) -> float:
+        return self.deadline + (self.frozen() if self.frozen is not None else 0.0)
 
     def before_call(self, turn: bool = True) -> None:
         """Raises a StopAgent when no further model call (`turn`: an agent turn) is allowed."""
@@ -114,7 +120,7 @@ class Budget:
             self.deadline = time.monotonic() + self.timeout_s
         if turn and self.turns >= self.max_turns:
             raise TurnLimit(f"{self.turns} model calls")
-        if time.monotonic() >= self.deadline:
+        if time.monotonic() >= self._end():
             raise TimeLimit("agent wall time")
         if self.parent is not None:
             self.parent.before_call(turn)
@@ -169,7 +175,7 @@ class ReactAgent:
         spec = ctx.agent.model_spec  # parsed once per run, where the run was built
         limits = ctx.task.agent
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
-                        limits.timeout_s, spec.prices())
+                        limits.timeout_s, spec.prices(), frozen=getattr(sandbox, "frozen_s", None))
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0
         self._settings = ctx.agent.model_settings()
         self._window = ctx.agent.context_window or spec.context_window()

@@ -17,6 +17,8 @@ tasks_app = typer.Typer(help="List, validate and scaffold task folders.", no_arg
 images_app = typer.Typer(help="Build sandbox images (offline).", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
+import_app = typer.Typer(help="Import task folders from other suites.", no_args_is_help=True)
+tasks_app.add_typer(import_app, name="import")
 results_app = typer.Typer(help="Per task x model figures from the results index; `results import` rebuilds it.",
                           invoke_without_command=True)
 app.add_typer(results_app, name="results")
@@ -24,12 +26,15 @@ app.add_typer(results_app, name="results")
 SANDBOX_HELP = "docker (isolated) or local (no isolation: for machines without Docker)"
 DB_HELP = "the results index (default: $RDBENCH_DB, else results.db beside the run folders: runs/results.db)"
 REPEATS_HELP = "timed runs per program (default: the task's [verifier] repeats; fewer is quicker and noisier)"
+EXECUTOR_HELP = "local (this machine; the default) or ray (a Ray cluster: pip install -e '.\\[ray]')"  # escaped for rich
+RAY_ADDRESS_HELP = "the Ray cluster, HOST:PORT of its head (default: $RAY_ADDRESS; --resume: the run's)"
 
 
 @app.command()
 def run(
     tasks: list[str] = typer.Argument(None, help="task folders or names under ./tasks"),
-    agent: Optional[str] = typer.Option(None, help="oracle | nop | replay | react (default: oracle; react when "
+    agent: Optional[str] = typer.Option(None, help="oracle | nop | replay | react | claude-code | codex (default: "
+                                        "oracle; react when "
                                         "--model is given; replay when --replay is)"),
     model: Optional[str] = typer.Option(None, help="anthropic/<model>, openai/<model>, openai-responses/<model>, "
                                         "openai-compatible/<model>"),
@@ -43,41 +48,57 @@ def run(
     context_window: Optional[int] = typer.Option(None, min=1000, help="the model's context window, tokens "
                                                  "(default: models.toml's, else 32000)"),
     trials: int = typer.Option(1, min=1, help="trials per task"),
-    concurrency: int = typer.Option(1, min=1, help="trials at once (timing phases never share cores)"),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="trials at once (default 1; with --executor ray, as "
+                                              "many as the cluster's CPUs fit); timing phases never share cores"),
     out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
     resume: Optional[Path] = typer.Option(None, help="a run folder: re-run only its unfinished trials"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
     repeats: Optional[int] = typer.Option(None, min=1, help=REPEATS_HELP),
     db: Optional[Path] = typer.Option(None, help=DB_HELP),
+    executor: Optional[str] = typer.Option(None, help=EXECUTOR_HELP),
+    ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help=RAY_ADDRESS_HELP),
+    freeze: bool = typer.Option(True, "--freeze/--no-freeze", help="freeze agent sandboxes on a verifier's cores "
+                                "while it times (recorded in run.json)"),
 ):
     """Run an agent on tasks and print the verdicts; every finished trial is indexed in the results index."""
     from results.store import RunIndexer, Store, default_db
 
-    from .cli_support import (agent_spec, containers, images_or_fail, live_progress, new_run, print_summary,
-                              resumed_run, warn)
+    from .cli_support import (agent_spec, agents_images_or_fail, containers, executor_or_fail, images_or_fail,
+                              live_progress, new_run, print_summary, resumed_run, warn)
+    from rich.markup import escape
+
+    from .executors import ExecutorError
     from .run import execute
 
     if resume is not None:
         if (tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout
                 or model_arg or context_window):
             fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
-        the_run = resumed_run(resume)
+        the_run = resumed_run(resume, executor, ray_address)
+        runner = executor_or_fail(the_run.config.executor, the_run.config.ray_address)
     else:
         spec = agent_spec(agent, model, base_url, replay,
                           {"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
                           model_args=model_arg or [], context_window=context_window)
+        runner = executor_or_fail(executor or "local", ray_address)
         the_run = new_run(tasks, spec, trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
-                          out=out)
+                          out=out, executor=executor or "local", ray_address=ray_address, freeze=freeze)
     cfg, pending = the_run.config, the_run.pending()
-    images = images_or_fail(the_run.tasks, cfg.backend)
+    local = cfg.executor == "local"
+    images = images_or_fail(the_run.tasks, cfg.backend, build=local)  # a cluster's nodes hold their own
+    agents_images_or_fail(cfg.agent.name, images if local else {}, cfg.backend)  # installed agents' images
     store = Store(db or default_db(the_run.run_dir.parent))
-    with containers(cfg.backend, resume_hint=f"resume with: rdbench run --resume {the_run.run_dir}"):
+    hint = f"resume with: rdbench run --resume {the_run.run_dir}"
+    with containers(cfg.backend if local else "cluster", resume_hint=hint):  # a cluster's: the executor's
         err.print(f"run [bold]{cfg.run_id}[/] -> {the_run.run_dir}: {len(pending)} trial(s) to run, agent "
                   f"{cfg.agent.name}{', model ' + cfg.agent.model if cfg.agent.model else ''}, "
-                  f"concurrency {cfg.concurrency}")
+                  + (f"concurrency {cfg.concurrency}" if local else f"on the Ray cluster {cfg.ray_address or ''}"))
         with live_progress(cfg.run_id, pending) as (on_start, on_done):
-            execute(the_run, images=images, on_start=on_start, on_done=on_done,
-                    index=RunIndexer(store, the_run.run_dir, warn))
+            try:
+                execute(the_run, images=images, on_start=on_start, on_done=on_done,
+                        index=RunIndexer(store, the_run.run_dir, warn), executor=runner)
+            except ExecutorError as e:
+                fail(escape(str(e)), 1)
     results = the_run.all_results()
     print_summary(results, f"run {cfg.run_id}")
     err.print(f"indexed in {store.path}: compare with rdbench results --db {store.path}", highlight=False)
@@ -101,14 +122,16 @@ def verify(
 
     from .cli_support import containers, images_or_fail, load_tasks
     from .cores import CorePool
-    from .verify import VerifierError, verify_folder
+    from .verify import VerifierError, quiet, verify_folder
 
     spec = load_tasks([task])[0]
     if not submission.is_dir():
         fail(f"{submission}: not a folder")
     image = images_or_fail([spec], sandbox)[spec.name]
+    pool = CorePool()
     try:
-        with containers(sandbox), CorePool().exclusive(spec.resources.cpus) as cpuset:
+        with containers(sandbox), pool.exclusive(spec.resources.cpus) as cpuset, \
+                quiet(get_backend(sandbox), cpuset, pool):
             v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset,
                               repeats=repeats, seed=seed)
     except (SandboxError, VerifierError) as e:
@@ -184,10 +207,25 @@ def tasks_new(name: str, root: Path = typer.Option(TASKS_ROOT, help="where to cr
     console.print(f"created {path}; check it with: rdbench tasks validate {path}")
 
 
+@import_app.command("kernelbench")
+def tasks_import_kernelbench(
+    paths: list[Path] = typer.Argument(..., help="a KernelBench checkout's KernelBench/levelN folders, or problem files"),
+    out: Path = typer.Option(..., help="where to write the task folders (one per problem)"),
+    sandbox: str = typer.Option("docker", help="where the problems are probed at reduced sizes: " + SANDBOX_HELP),
+    probe: bool = typer.Option(True, help="run each problem at its reduced sizes before importing it (needs --sandbox)"),
+):
+    """KernelBench problems as tasks: ModelNew in Triton against the problem's Model (README: KernelBench)."""
+    from .kernelbench import cli_import
+
+    cli_import(paths, out, sandbox, probe)
+
+
 @images_app.command("build")
 def images_build(
     tasks: list[str] = typer.Argument(None, help="tasks whose images to build (default: the base image)"),
     force: bool = typer.Option(False, help="rebuild the base image even if it exists"),
+    agents: bool = typer.Option(False, "--agents", help="also the installed agents' image over each (Claude Code "
+                                "and Codex CLI, pinned, from npm)"),
 ):
     """Build the base image offline (debootstrap + host-downloaded wheels) and task images."""
     from sandbox import SandboxError
@@ -202,6 +240,12 @@ def images_build(
         console.print(base_image_tag())
         for name, tag in images.items():
             console.print(f"{name}: {tag}")
+        if agents:
+            from sandbox.images import build_agents_image
+
+            for tag in sorted({base_image_tag(), *images.values()}):
+                built = build_agents_image(docker_client(), tag, log=lambda m: err.print(f"[dim]{m}[/]"))
+                console.print(f"agents: {built}")
     except SandboxError as e:
         fail(str(e), 1)
 
@@ -212,7 +256,10 @@ def results(
     by: str = typer.Option("task", help="order rows by task (then model) or by model (then task)"),
     format: str = typer.Option("table", "--format", help="table | csv | json"),
     task: Optional[str] = typer.Option(None, help="only this task"),
-    p: float = typer.Option(1.0, help="fast_p threshold: share of trials correct and faster than p x the baseline"),
+    p: Optional[list[float]] = typer.Option(None, help="fast_p threshold, repeatable (--p 0 --p 1 --p 1.5): share "
+                                            "correct and faster than p x the baseline (default 1; per task: the first)"),
+    suite: Optional[Path] = typer.Option(None, help="a folder of task folders (`tasks import kernelbench --out`): "
+                                         "fast_p at each --p over all its problems, per model (README: KernelBench)"),
     db: Optional[Path] = typer.Option(None, help=DB_HELP),
 ):
     """Per task x model: trials, success, geomean and mean speedup (bootstrap 95 % CIs), fast_p, score, cost."""
@@ -231,8 +278,12 @@ def results(
     store = Store(db or default_db())
     if not store.path.exists():
         fail(f"{store.path}: no results index yet; run a task, or build one with rdbench results import runs/")
+    if suite is not None:
+        from .kernelbench import suite_results
+
+        return suite_results(store, suite, p or [1.0], format)
     try:
-        groups = order(aggregate(store.rows(task=task), load_registry(), p=p), by)
+        groups = order(aggregate(store.rows(task=task), load_registry(), p=p[0] if p else 1.0), by)
     except StoreError as e:
         fail(str(e), 1)
     if format == "json":
@@ -316,13 +367,28 @@ def report(
 
 
 @app.command()
-def clean(all_: bool = typer.Option(False, "--all", help="also containers of runs that still seem alive")):
-    """Remove containers left by dead runs (label rdbench=1)."""
+def clean(all_: bool = typer.Option(False, "--all", help="also containers of runs that still seem alive"),
+          executor: str = typer.Option("local", help="local (this machine) or ray (every node of the Ray cluster)"),
+          ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help=RAY_ADDRESS_HELP)):
+    """Remove containers left by dead runs (label rdbench=1), here or on every node of a Ray cluster."""
     from sandbox import SandboxError
     from sandbox.docker import remove_containers
 
-    from .cli_support import docker_client
+    from .cli_support import docker_client, executor_or_fail
 
+    if executor != "local":
+        from rich.markup import escape
+
+        from .executors import ExecutorError
+
+        try:
+            nodes = executor_or_fail(executor, ray_address).clean(None, dead_only=not all_)
+        except ExecutorError as e:
+            fail(escape(str(e)), 1)
+        for node, removed in nodes:
+            console.print(f"node {node['id'][:12]} ({node['host']}): removed {len(removed)} container(s)"
+                          + (f": {' '.join(removed)}" if removed else ""), highlight=False)
+        return
     try:
         removed = remove_containers(docker_client(), dead_only=not all_)
     except SandboxError as e:

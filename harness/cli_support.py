@@ -70,13 +70,32 @@ def ensure_images(tasks: list["TaskSpec"], backend: str) -> dict[str, str]:
     return images
 
 
-def images_or_fail(tasks: list["TaskSpec"], backend: str) -> dict[str, str]:
+def images_or_fail(tasks: list["TaskSpec"], backend: str, build: bool = True) -> dict[str, str]:
+    """The image of each task; built here unless `build` is False (a cluster run: then only
+    the tags, which the nodes must hold; they are hashes of the images' inputs)."""
     from sandbox import SandboxError
 
+    if not build and backend == "docker":
+        from sandbox.images import base_image_tag, dockerfile_image_tag
+
+        base = base_image_tag()
+        return {t.name: dockerfile_image_tag(t.dockerfile_dir, base) if t.dockerfile_dir else base for t in tasks}
     try:
         return ensure_images(tasks, backend)
     except SandboxError as e:
         fail(str(e), 1)
+
+
+def executor_or_fail(name: str, address: str | None):
+    """The run's executor (harness.executors); an unknown one, or Ray not installed, is one clear error."""
+    from rich.markup import escape
+
+    from .executors import ExecutorError, get_executor
+
+    try:
+        return get_executor(name, address=address, log=lambda m: err.print(f"[dim]{escape(m)}[/]", highlight=False))
+    except ExecutorError as e:
+        fail(escape(str(e)))  # '.[ray]' is no markup
 
 
 def remove_own_containers() -> list[str]:
@@ -178,13 +197,39 @@ def agent_spec(agent: str | None, model: str | None, base_url: str | None, repla
         fail(f"{model}: no API key: set {missing} (keys stay on the host; none enters the sandbox)")
     if agent == "replay" and (replay is None or not replay.is_file()):
         fail(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
+    if agent in ("claude-code", "codex"):  # installed agents: a CLI in the sandbox, its model through a gateway
+        from sandbox.images import AGENT_CLIS
+
+        wants = "anthropic" if agent == "claude-code" else "openai"
+        if model_spec is None or not model_spec.provider.startswith(wants):
+            fail(f"the {agent} agent needs --model {wants}/NAME")
+        if missing := model_spec.missing_key():
+            fail(f"{model}: no API key: set {missing} (it stays on the host: the sandbox gets a placeholder)")
+        spec.version = AGENT_CLIS[agent][1]
     if agent not in AGENTS:
         fail(f"unknown agent {agent!r}; choose one of {', '.join(sorted(AGENTS))}")
     return spec
 
 
-def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrency: int, backend: str,
-            repeats: int | None, out: Path | None) -> "Run":
+def agents_images_or_fail(agent: str, images: dict[str, str], backend: str) -> None:
+    """An installed agent's image over each task's image exists (else: how to build it)."""
+    if agent not in ("claude-code", "codex"):
+        return
+    if backend != "docker":
+        fail(f"the {agent} agent runs its CLI from an image: use --sandbox docker")
+    from sandbox import SandboxError
+    from sandbox.images import agents_image
+
+    try:
+        for tag in sorted(set(images.values())):
+            agents_image(docker_client(), tag)
+    except SandboxError as e:
+        fail(str(e), 1)
+
+
+def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrency: int | None, backend: str,
+            repeats: int | None, out: Path | None, executor: str = "local", ray_address: str | None = None,
+            freeze: bool = True) -> "Run":
     """A new run folder for the tasks, their limits overridden as the spec says."""
     from results.records import RunConfig, RunError
 
@@ -204,24 +249,33 @@ def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrenc
             fail(f"{', '.join(costly)}: max_cost_usd is set but models.toml has no price for {spec.model}; "
                  "add one (dollars per million tokens)")
     run_id = new_run_id()
+    # a cluster run without --concurrency: as many trials at once as the cluster's resources fit (0)
+    concurrency = concurrency or (0 if executor == "ray" else 1)
     config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in tasks], agent=spec, trials=trials,
-                       concurrency=concurrency, backend=backend, repeats=repeats)
+                       concurrency=concurrency, backend=backend, repeats=repeats, executor=executor,
+                       ray_address=ray_address, freeze=freeze)
     try:
         return create_run(config, out or Path("runs") / run_id, tasks)
     except RunError as e:
         fail(str(e))
 
 
-def resumed_run(run_dir: Path) -> "Run":
+def resumed_run(run_dir: Path, executor: str | None = None, ray_address: str | None = None) -> "Run":
+    """The run in `run_dir`, on the executor (and Ray address) given now, else its run.json's."""
     from results.records import RunError
 
     from .run import open_run
     from .task import TaskError
 
     try:
-        return open_run(run_dir)
+        the_run = open_run(run_dir)
     except (RunError, TaskError) as e:
         fail(str(e))
+    cfg = the_run.config
+    if executor is not None and executor != cfg.executor:
+        cfg.executor, cfg.concurrency = executor, (0 if executor == "ray" else cfg.concurrency or 1)
+    cfg.ray_address = ray_address or cfg.ray_address
+    return the_run
 
 
 @contextmanager
@@ -255,7 +309,7 @@ def live_progress(run_id: str, pending):
         live.console.print(line(spec, r), highlight=False)
 
     with Live(progress, console=err, refresh_per_second=4) as live:
-        yield (lambda s: progress.start(s.task.name, s.trial_id), on_done)
+        yield (lambda s: progress.start(s.task.name, s.trial_id, s.out_dir), on_done)
 
 
 def print_summary(results, title: str) -> None:

@@ -6,6 +6,7 @@ import fcntl
 import os
 import subprocess
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,18 +15,42 @@ def cpuset(cores: list[int]) -> str:
     return ",".join(map(str, cores))
 
 
+def lock_dir(override: Path | None = None) -> Path:
+    """Where the machine-wide lock files of timing phases live (one per core, one per GPU)."""
+    from sandbox.images import cache_dir
+
+    d = override or cache_dir() / "locks"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+#: how often a timing phase that is short of cores looks again (seconds)
+POLL_S = 0.05
+
+
 class CorePool:
     """The cores of one machine. `exclusive(n)` blocks until n cores are free of any other
-    timing phase and holds them; `spread(n, i)` picks n cores round-robin for agent work.
-    Its `gpus` pool does the same for the machine's GPUs."""
+    timing phase, of this process or of any other rdbench process on the machine (one lock
+    file per core, under `lock_dir`), and holds them; `spread(n, i)` picks n cores
+    round-robin for agent work. Its `gpus` pool does the same for the machine's GPUs.
 
-    def __init__(self, cores: list[int] | None = None, gpus: GpuPool | None = None):
-        self.gpus = gpus or GpuPool()
+    Cores are gathered one at a time under a machine-wide queue lock (`cores.lock`): the
+    phase at the head of the queue keeps what it has taken and waits for the rest, so a
+    phase that needs many cores is not starved by phases that need few, and no two phases
+    can deadlock (whoever holds cores and waits is the only one waiting while holding)."""
+
+    def __init__(self, cores: list[int] | None = None, gpus: GpuPool | None = None,
+                 lock_dir: Path | None = None):
+        self._lock_dir = lock_dir
+        self.gpus = gpus or GpuPool(lock_dir=lock_dir)
         self.cores = sorted(cores if cores is not None else os.sched_getaffinity(0))
         if not self.cores:
             raise ValueError("a core pool needs at least one core")
-        self._free = set(self.cores)
-        self._cond = threading.Condition()
+
+    @property
+    def lock_dir(self) -> Path:
+        """Where this pool's lock files (and the freeze record, sandbox.freeze) live."""
+        return lock_dir(self._lock_dir)
 
     def _clamp(self, n: int) -> int:
         return max(1, min(n, len(self.cores)))
@@ -35,19 +60,41 @@ class CorePool:
         start = (i * n) % len(self.cores)
         return cpuset(sorted(self.cores[(start + k) % len(self.cores)] for k in range(n)))
 
+    def _take(self, n: int) -> dict[int, object]:
+        d = self.lock_dir
+        held: dict[int, object] = {}
+        with open(d / "cores.lock", "a") as queue:
+            fcntl.flock(queue, fcntl.LOCK_EX)  # released when the file closes
+            try:
+                while len(held) < n:
+                    for core in self.cores:
+                        if core in held:
+                            continue
+                        f = open(d / f"core-{core}.lock", "a")
+                        try:
+                            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        except BlockingIOError:
+                            f.close()
+                            continue
+                        held[core] = f
+                        if len(held) == n:
+                            break
+                    else:
+                        time.sleep(POLL_S)
+            except BaseException:
+                for f in held.values():
+                    f.close()
+                raise
+        return held
+
     @contextmanager
     def exclusive(self, n: int):
-        n = self._clamp(n)
-        with self._cond:
-            self._cond.wait_for(lambda: len(self._free) >= n)
-            taken = sorted(self._free)[:n]
-            self._free.difference_update(taken)
+        held = self._take(self._clamp(n))
         try:
-            yield cpuset(taken)
+            yield cpuset(sorted(held))
         finally:
-            with self._cond:
-                self._free.update(taken)
-                self._cond.notify_all()
+            for f in held.values():
+                f.close()  # releases the lock
 
 
 def detect_gpus() -> list[int]:
@@ -95,11 +142,7 @@ class GpuPool:
         return sorted(self.ids[(start + k) % len(self.ids)] for k in range(n))
 
     def _lock_path(self, gpu: int) -> Path:
-        from sandbox.images import cache_dir
-
-        d = self._lock_dir or cache_dir() / "locks"
-        d.mkdir(parents=True, exist_ok=True)
-        return d / f"gpu-{gpu}.lock"
+        return lock_dir(self._lock_dir) / f"gpu-{gpu}.lock"
 
     @contextmanager
     def exclusive(self, n: int):

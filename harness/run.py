@@ -13,8 +13,6 @@ next resume or `rdbench results import`.
 from __future__ import annotations
 
 import secrets
-import threading
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -24,8 +22,9 @@ from results.records import (RunConfig, RunError, TrialResult, finished, load_ru
                              write_json_atomic)
 
 from .cores import CorePool
+from .executors import Executor, LocalExecutor
 from .task import TaskSpec, load_task
-from .trial import Cancelled, TrialSpec, now, run_trial
+from .trial import TrialSpec, now
 
 class RunIndex(Protocol):
     """Where finished trials are indexed (results.store.RunIndexer). Never raises: a failure
@@ -56,7 +55,8 @@ class Run:
                 d = trial_dir(self.run_dir, task.name, self.config.agent.name, i)
                 if not finished(load_trial(d)):
                     todo.append(TrialSpec(task=task, agent=self.config.agent, index=i, out_dir=d,
-                                          run_id=self.config.run_id, repeats=self.config.repeats))
+                                          run_id=self.config.run_id, repeats=self.config.repeats,
+                                          freeze=self.config.freeze))
         return todo
 
     def all_results(self) -> list[TrialResult]:
@@ -94,43 +94,19 @@ def open_run(run_dir: Path) -> Run:
 def execute(run: Run, *, images: dict[str, str], cores: CorePool | None = None,
             on_start: Callable[[TrialSpec], None] = lambda s: None,
             on_done: Callable[[TrialSpec, TrialResult], None] = lambda s, r: None,
-            index: RunIndex | None = None) -> list[TrialResult]:
-    """Run the pending trials, `concurrency` at a time; index each finished one in `index`.
-    On KeyboardInterrupt, stops starting trials, lets the caller remove the sandboxes, and
-    re-raises."""
-    cores = cores or CorePool()
-    cancel = threading.Event()
-    todo = run.pending()
+            index: RunIndex | None = None, executor: Executor | None = None) -> list[TrialResult]:
+    """Run the pending trials through `executor` (default: the local thread pool, `concurrency`
+    at a time, on `cores`); index each finished one in `index`. On KeyboardInterrupt, the
+    executor stops its trials (the caller removes the local sandboxes), and it re-raises."""
+    executor = executor or LocalExecutor(cores)
     results = []
-    pool = ThreadPoolExecutor(max_workers=max(1, run.config.concurrency), thread_name_prefix="trial")
-
-    def one(spec: TrialSpec) -> TrialResult:
-        if cancel.is_set():
-            raise Cancelled()
-        on_start(spec)
-        return run_trial(spec, image=images[spec.task.name], cores=cores, backend=run.config.backend, cancel=cancel)
-
     if index is not None:
         index.run()  # a resumed run's earlier trials
-    futures = {pool.submit(one, s): s for s in todo}
-    try:
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for f in done:
-                try:
-                    r = f.result()
-                except Cancelled:
-                    continue
-                results.append(r)
-                if index is not None:
-                    index.trial(r, futures[f].out_dir)
-                on_done(futures[f], r)
-    except BaseException:
-        cancel.set()
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown(wait=True)
+    for spec, r in executor.trials(run.config, run.pending(), images, on_start):
+        results.append(r)
+        if index is not None:
+            index.trial(r, spec.out_dir)
+        on_done(spec, r)
     if index is not None:
         index.run()
     return results

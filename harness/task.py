@@ -32,12 +32,14 @@ class Resources(_Strict):
     memory: str = Field("2g", description="memory limit per sandbox, Docker syntax: 512m, 4g")
     gpus: int = Field(0, ge=0, le=16, description="whole GPUs per trial")
     pids: int = Field(512, ge=16, description="process limit per sandbox")
+    disk: str = Field("4g", description="the most the agent can write in its sandbox (/workspace, /tmp, "
+                                        "/var/tmp together), same syntax as memory; past it: ENOSPC")
 
-    @field_validator("memory")
+    @field_validator("memory", "disk")
     @classmethod
     def _memory(cls, v: str) -> str:
         if not re.fullmatch(r"\d+(\.\d+)?[kmg]?", v.lower()):
-            raise ValueError(f"{v!r} is not a memory size like 512m or 4g")
+            raise ValueError(f"{v!r} is not a size like 512m or 4g")
         return v.lower()
 
 
@@ -109,7 +111,7 @@ def load_task(path: str | Path) -> TaskSpec:
             msg = err["msg"]
             if err["type"] == "extra_forbidden":
                 msg = "unknown key (a typo?)"
-            elif err["type"] != "missing" and "input" in err:
+            elif err["type"] != "missing" and "input" in err and repr(err["input"]) not in msg:
                 msg += f" (got {err['input']!r})"
             problems.append(f"{toml_path}: {key}: {msg}")
         raise TaskError("\n".join(problems)) from None

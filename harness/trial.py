@@ -25,7 +25,7 @@ from sandbox import AGENT_UID, SandboxConfig, SandboxError, SandboxFileNotFound,
 
 from .cores import CorePool
 from .task import TaskSpec
-from .verify import VerifierError, grade, prepare, verifier_config
+from .verify import VerifierError, grade, prepare, quiet, verifier_config
 
 
 #: the largest /workspace taken as a submission (bytes); a larger one is the agent's failure
@@ -45,6 +45,8 @@ class TrialSpec:
     run_id: str
     #: timed runs per program in the verifier (None: the task's own number)
     repeats: int | None = None
+    #: freeze agent sandboxes on the verifier's cores while it times (RunConfig.freeze)
+    freeze: bool = True
 
     @property
     def trial_id(self) -> str:
@@ -100,6 +102,11 @@ def take_submission(sb, dst: Path, lost: bool, limit: int = MAX_SUBMISSION) -> N
         raise
 
 
+def frozen_s(sb) -> float:
+    """Seconds the sandbox has spent frozen so far (0 for a backend that never freezes)."""
+    return round(sb.frozen_s(), 3) if hasattr(sb, "frozen_s") else 0.0
+
+
 class _Phases(dict):
     @contextmanager
     def __call__(self, name: str):
@@ -117,9 +124,11 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
     trial_dir = spec.out_dir
     trial_dir.mkdir(parents=True, exist_ok=True)
     (trial_dir / "logs").mkdir(exist_ok=True)
+    (trial_dir / "logs" / "verifier.stderr").unlink(missing_ok=True)  # a resumed trial's: not live
     labels = {"rdbench.run": spec.run_id, "rdbench.trial": spec.trial_id}
     Backend = get_backend(backend)
     result = TrialResult(task=task.name, agent=spec.agent.name, model=spec.agent.model, trial=spec.index,
+                         model_settings=spec.agent.model_settings(),
                          run_id=spec.run_id, kind=task.kind, score_base=task.scoring.base,
                          score_reference=task.scoring.reference,
                          metric=task.kind if task.kind == "speedup" else None, started_at=now())
@@ -142,10 +151,13 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
     try:
         agent = get_agent(spec.agent.name)
         with phases("agent_sandbox"):
-            sb = open_sandbox(SandboxConfig(
+            # an agent may adjust its sandbox (installed agents: their CLIs' image, the gateway's socket)
+            adjust = getattr(agent, "prepare_sandbox", lambda config: config)
+            sb = open_sandbox(adjust(SandboxConfig(
                 image=image, cpuset=cores.spread(task.resources.cpus, spec.index), memory=task.resources.memory,
                 pids=task.resources.pids, role="agent", labels=labels,
-                gpus=cores.gpus.spread(task.resources.gpus, spec.index)))
+                gpus=cores.gpus.spread(task.resources.gpus, spec.index), disk=task.resources.disk,
+                lock_dir=str(cores.lock_dir))))
             sb.copy_in(task.path / "workspace", "/workspace", owner=AGENT_UID)
         with phases("agent"):
             outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, agent=spec.agent))
@@ -158,10 +170,12 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             shutil.rmtree(submission, ignore_errors=True)  # a resumed trial starts clean
             take_submission(sb, submission, lost=outcome.stop_reason == "sandbox_lost")
             (trial_dir / "submission.patch").write_text(make_patch(task.path / "workspace", submission))
+        result.frozen_s = frozen_s(sb)
         close(sb)
         with phases("verify"):
             # cores first, then GPUs, everywhere: no two trials can wait on each other
-            with cores.exclusive(task.resources.cpus) as cpuset, cores.gpus.exclusive(task.resources.gpus) as gpus:
+            with cores.exclusive(task.resources.cpus) as cpuset, cores.gpus.exclusive(task.resources.gpus) as gpus, \
+                    quiet(Backend, cpuset, cores, spec.freeze):
                 result.verify_cpuset, start = cpuset, time.time()
                 vsb = open_sandbox(verifier_config(task, image, cpuset, labels, gpus))
                 prepare(vsb, task)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from contextlib import nullcontext
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -21,7 +22,7 @@ from pydantic import ValidationError
 from results.records import VerifierResult
 from sandbox import Sandbox, SandboxConfig
 
-from .cores import GpuPool
+from .cores import CorePool, GpuPool
 from .task import TaskSpec
 
 #: The in-sandbox kits, copied beside every task's verifier: the timing and isolation
@@ -41,12 +42,29 @@ def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict
                          role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus))
 
 
+def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
+    """While a verifier times on `cpuset`: the backend's agent sandboxes on those cores, of
+    every rdbench process sharing `cores`' lock folder, frozen (if `freeze` and the backend
+    can: `backend.quiet`)."""
+    if not freeze or not hasattr(backend, "quiet"):
+        return nullcontext()
+    return backend.quiet(cpuset, cores.lock_dir)
+
+
 def prepare(sb: Sandbox, task: TaskSpec) -> None:
     """Copy the baseline and the verifier in (done before the submission exists)."""
     sb.copy_in(task.path / "workspace", "/baseline", owner=0, mode=0o700)
     sb.copy_in(task.path / "verifier", "/verifier", owner=0, mode=0o700)
     for kit in sorted(KITS_DIR.glob("*.py")):
         sb.write_file(f"/verifier/{kit.name}", kit.read_bytes(), mode=0o600)
+
+
+def _to_log(f):
+    def write(stream: str, text: str) -> None:
+        if stream == "stderr":
+            f.write(text)
+            f.flush()
+    return write
 
 
 def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None,
@@ -65,11 +83,18 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         "RDBENCH_REPEATS": str(repeats or task.verifier.repeats),
         "RDBENCH_VERIFIER_TIMEOUT": str(task.verifier.timeout_s),
     }
-    r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s, max_output=4 << 20)
-    if log_dir is not None:
+    live = None
+    if log_dir is not None:  # stderr lines reach the log as the verifier writes them
         log_dir.mkdir(parents=True, exist_ok=True)
+        live = open(log_dir / "verifier.stderr", "w")
+    try:
+        r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s,
+                    max_output=4 << 20, on_output=None if live is None else _to_log(live))
+    finally:
+        if live is not None:
+            live.close()
+    if log_dir is not None:
         (log_dir / "verifier.stdout").write_text(r.stdout)
-        (log_dir / "verifier.stderr").write_text(r.stderr)
     if r.timed_out:
         raise VerifierError(f"verifier timed out after {task.verifier.timeout_s:.0f} s")
     prefix = f"{RESULT_TAG} {token} "

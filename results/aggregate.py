@@ -88,6 +88,7 @@ class Group:
     output_tokens: int = 0
     cost_usd: float | None = 0.0
     time_s: float = 0.0         # mean wall time of a trial
+    settings: str = ""          # the model's settings (canonical JSON): part of the row's identity
 
     @property
     def tokens_per_trial(self) -> float:
@@ -105,26 +106,36 @@ class Group:
         return d
 
 
-def label(agent: str, model: str | None, registry: dict[str, ModelInfo]) -> str:
+def settings_text(settings: str) -> str:
+    """A row's model settings for its label: "thinking_budget=8000, temperature=0.2"."""
+    if not settings:
+        return ""
+    return ", ".join(f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in json.loads(settings).items())
+
+
+def label(agent: str, model: str | None, registry: dict[str, ModelInfo], settings: str = "") -> str:
     if model is None:
         return agent
     info = registry.get(registry_id(model))
     name = info.display if info else model
+    if settings:
+        name = f"{name} ({settings_text(settings)})"
     return name if agent == "react" else f"{name} [{agent}]"
 
 
 def aggregate(rows: list[TrialRow], registry: dict[str, ModelInfo] | None = None, p: float = 1.0) -> list[Group]:
-    """One Group per (task, agent, model), sorted by task then label."""
+    """One Group per (task, agent, model, model settings), sorted by task then label."""
     registry = registry or {}
     by: dict[tuple, list[TrialRow]] = {}
     for r in rows:
-        by.setdefault((r.task, r.agent, r.model), []).append(r)
-    groups = [_group(task, agent, model, rs, label(agent, model, registry), p)
-              for (task, agent, model), rs in by.items()]
+        by.setdefault((r.task, r.agent, r.model, r.settings), []).append(r)
+    groups = [_group(task, agent, model, rs, label(agent, model, registry, settings), p, settings)
+              for (task, agent, model, settings), rs in by.items()]
     return sorted(groups, key=lambda g: (g.task, g.label))
 
 
-def _group(task: str, agent: str, model: str | None, rows: list[TrialRow], name: str, p: float) -> Group:
+def _group(task: str, agent: str, model: str | None, rows: list[TrialRow], name: str, p: float,
+           settings: str = "") -> Group:
     scored = [r for r in rows if r.error_class != "infra"]
     kind = next((r.kind for r in rows if r.kind), None)
     costs = [r.cost_usd for r in rows]
@@ -133,8 +144,8 @@ def _group(task: str, agent: str, model: str | None, rows: list[TrialRow], name:
               success_rate=sum(r.correct for r in scored) / len(scored) if scored else None, p=p,
               input_tokens=sum(r.input_tokens for r in rows), output_tokens=sum(r.output_tokens for r in rows),
               cost_usd=None if any(c is None for c in costs) else round(sum(costs), 6),
-              time_s=mean([r.time_s for r in rows]))
-    seed = sum(map(ord, f"{task}/{agent}/{model}"))
+              time_s=mean([r.time_s for r in rows]), settings=settings)
+    seed = sum(map(ord, f"{task}/{agent}/{model}{settings}"))
     if kind == "speedup":
         # a correct trial without a value: "speedup unavailable" (a kernel task without a GPU), not a number
         speedups = [r for r in scored if not (r.correct and r.value is None)]

@@ -1,16 +1,22 @@
 """Live progress of a run: trials queued, running and done per task, elapsed time, and the
-best value so far. The CLI shows it (rich Live, on stderr) only when the output is a
-terminal; otherwise it prints one plain line per finished trial."""
+best value so far, and under it the latest line of each running trial's verifier (its
+logs/verifier.stderr, written as the verifier prints: "baseline run 2/3"). The CLI shows it
+(rich Live, on stderr) only when the output is a terminal; otherwise it prints one plain
+line per finished trial."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from rich import box
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from .records import TrialResult
 
@@ -40,16 +46,31 @@ class RunProgress:
         self.t0 = clock()
         self.tasks = {name: TaskProgress(queued=n) for name, n in pending.items()}
         self._lock = threading.Lock()
+        self._logs: dict[str, Path] = {}  # running trial id -> its verifier's live log
 
-    def start(self, task: str, trial_id: str) -> None:
+    def start(self, task: str, trial_id: str, trial_dir: Path | None = None) -> None:
         with self._lock:
             p = self.tasks[task]
             p.queued -= 1
             p.running[trial_id] = self.clock()
+            if trial_dir is not None:
+                self._logs[trial_id] = Path(trial_dir) / "logs" / "verifier.stderr"
+
+    def verifying(self) -> dict[str, str]:
+        """Running trial id -> the last line its verifier wrote so far (trials verifying now)."""
+        with self._lock:
+            logs = dict(self._logs)
+        out = {}
+        for trial_id, path in logs.items():
+            line = last_line(path)
+            if line:
+                out[trial_id] = line
+        return out
 
     def done(self, trial_id: str, r: TrialResult) -> None:
         with self._lock:
             p = self.tasks[r.task]
+            self._logs.pop(trial_id, None)
             if p.running.pop(trial_id, None) is None:
                 p.queued -= 1  # finished without a start event
             if r.error_class == "infra":
@@ -61,7 +82,12 @@ class RunProgress:
             else:
                 p.failed += 1
 
-    def __rich__(self) -> Table:
+    def __rich__(self) -> Group:
+        lines = [Text(f"  {trial_id} verifying: {line}", overflow="ellipsis", no_wrap=True)
+                 for trial_id, line in sorted(self.verifying().items())]
+        return Group(self._table(), *lines)
+
+    def _table(self) -> Table:
         with self._lock:
             now = self.clock()
             finished = sum(p.correct + p.failed + p.infra for p in self.tasks.values())
@@ -76,3 +102,16 @@ class RunProgress:
                 table.add_row(name, str(p.queued), str(len(p.running)), str(p.correct + p.failed + p.infra),
                               str(p.correct), str(p.failed), str(p.infra), best, longest)
             return table
+
+
+def last_line(path: Path, tail: int = 4096) -> str:
+    """The last non-empty line of a file being written ("" if it is missing or empty)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - tail))
+            data = f.read()
+    except OSError:
+        return ""
+    lines = [ln for ln in data.decode("utf-8", "replace").splitlines() if ln.strip()]
+    return lines[-1].strip()[:200] if lines else ""

@@ -53,6 +53,8 @@ class TrialResult(BaseModel):
     task: str
     agent: str
     model: str | None = None
+    model_settings: dict[str, Any] = Field({}, description="the model's settings for this trial "
+                                           "(models.toml's args, then --model-arg): part of its row's identity")
     trial: int
     run_id: str
     kind: Literal["speedup", "score"] | None = Field(None, description="the task's kind (None: an older trial.json)")
@@ -69,6 +71,8 @@ class TrialResult(BaseModel):
     phases: dict[str, float] = Field({}, description="seconds per phase: agent_sandbox, agent, submission, verify, teardown")
     verify_cpuset: str | None = Field(None, description="cores held exclusively while verifying")
     verify_window: list[float] | None = Field(None, description="[start, end] of verification, Unix time")
+    frozen_s: float = Field(0.0, description="seconds the agent's sandbox was frozen while other trials timed on "
+                                             "its cores (not counted against the agent's wall time)")
     error_class: ErrorClass | None = None
     error: str | None = None
     stop_reason: str | None = None
@@ -82,6 +86,8 @@ class TrialResult(BaseModel):
     compactions: int = Field(0, description="times the conversation was summarised to fit the context window")
     started_at: str | None = None
     finished_at: str | None = None
+    node: dict[str, str] | None = Field(None, description="where it ran on a cluster: {id: the Ray node id, "
+                                        "host: its host name}; None for a local run")
     details: dict[str, Any] = {}
 
     @property
@@ -117,7 +123,7 @@ class AgentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="oracle | nop | replay | react (agents.AGENTS)")
+    name: str = Field(description="oracle | nop | replay | react | claude-code | codex (agents.AGENTS)")
     model: str | None = Field(None, description="PROVIDER/NAME, for agents that call a model")
     base_url: str | None = Field(None, description="the model server (OpenAI-compatible); never a secret")
     replay: str | None = Field(None, description="a transcript.jsonl whose tool calls the replay agent re-runs")
@@ -125,6 +131,8 @@ class AgentSpec(BaseModel):
     model_args: dict[str, Any] = Field({}, description="--model-arg KEY=VALUE settings (thinking_budget, "
                                        "reasoning_effort, temperature, ...), over models.toml's `args`")
     context_window: int | None = Field(None, ge=1000, description="--context-window: tokens, over models.toml's")
+    version: str | None = Field(None, description="an installed agent's CLI version (claude-code, codex): pinned, "
+                                "as in its image")
 
     def model_settings(self) -> dict[str, Any]:
         """The model's settings for this run: models.toml's defaults, then --model-arg's."""
@@ -138,7 +146,7 @@ class AgentSpec(BaseModel):
 
 
 #: run.json keeps the agent's fields at its top level, as before AgentSpec existed
-_AGENT_KEYS = ("model", "base_url", "replay", "limits", "model_args", "context_window")
+_AGENT_KEYS = ("model", "base_url", "replay", "limits", "model_args", "context_window", "version")
 
 
 class RunConfig(BaseModel):
@@ -152,6 +160,12 @@ class RunConfig(BaseModel):
     backend: str = "docker"
     #: timed runs per program in the verifier (None: each task's own number)
     repeats: int | None = None
+    #: where trials run: local (this machine) or ray (a cluster; concurrency 0: as many as it fits)
+    executor: str = "local"
+    #: the Ray cluster's address (None: RAY_ADDRESS, else a local cluster)
+    ray_address: str | None = None
+    #: freeze agent sandboxes on the cores of a verifier while it times (--no-freeze: off)
+    freeze: bool = True
     created_at: str = ""
 
     @model_validator(mode="before")

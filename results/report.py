@@ -31,7 +31,7 @@ word-break:break-word;max-height:40em;overflow-y:auto;margin:.3em 0}
 details{margin:.35em 0}summary{cursor:pointer}
 details.trial{border:1px solid #ccc;border-radius:4px;padding:.4em .8em}
 details.sub{border-left:3px solid #6a8fd8;padding-left:.8em;margin-left:.4em}
-.ev{margin:.4em 0}.tag{display:inline-block;min-width:7em;color:#555;font-size:.9em}.err{color:#b00020}
+.ev{margin:.4em 0}.ctx{background:#fff8e1}.tag{display:inline-block;min-width:7em;color:#555;font-size:.9em}.err{color:#b00020}
 .meta td{text-align:left}img{max-width:100%}
 """
 
@@ -107,6 +107,19 @@ def event_html(ev: dict) -> str:
                 f'{" (error)" if ev.get("is_error") else ""}, {len(out)} characters'
                 f'<details{" open" if len(out) < 600 else ""}><summary>output</summary><pre>{e(out)}</pre>'
                 "</details></div>")
+    if kind == "elision":
+        return (f'<div class="ev ctx"><span class=tag>elision</span> {e(ev.get("outputs"))} old tool outputs elided'
+                f' (the last {e(ev.get("kept_turns"))} turns kept): {e(ev.get("tokens_before"))} -> '
+                f'{e(ev.get("tokens_after"))} tokens</div>')
+    if kind == "compaction":
+        return (f'<div class="ev ctx"><span class=tag>compaction</span> {e(ev.get("reason"))}: '
+                f'{e(ev.get("tokens_before"))} -> {e(ev.get("tokens_after"))} tokens, the last '
+                f'{e(ev.get("kept_turns"))} turns kept<details><summary>summary</summary>'
+                f'<pre>{e(ev.get("summary"))}</pre></details></div>')
+    if kind == "context_overflow":
+        return (f'<div class="ev ctx err"><span class=tag>context overflow</span> the provider refused '
+                f'{e(ev.get("estimated_tokens"))} tokens (window {e(ev.get("window"))} -> '
+                f'{e(ev.get("new_window"))})<pre>{e(ev.get("error"))}</pre></div>')
     if kind in ("stop", "end"):
         fields = ", ".join(f"{k}: {v}" for k, v in ev.items() if k not in ("type", "agent", "t"))
         return f'<div class=ev><span class=tag>{e(kind)}</span> {e(fields)}</div>'
@@ -149,7 +162,12 @@ def trial_html(r: TrialResult, d: Path) -> str:
             ["baseline s", e(", ".join(f"{x:.4g}" for x in r.baseline_s) or "-")],
             ["candidate s", e(", ".join(f"{x:.4g}" for x in r.candidate_s) or "-")],
             ["phases", e(", ".join(f"{k} {s:.1f}s" for k, s in r.phases.items()))],
-            ["tokens", e(f"{r.input_tokens} in / {r.output_tokens} out")],
+            ["tokens", e(f"{r.input_tokens} in / {r.output_tokens} out"
+                         + (f" ({r.cache_read_tokens} read from and {r.cache_write_tokens} written to the cache)"
+                            if r.cache_read_tokens or r.cache_write_tokens else ""))],
+            ["model settings", e(", ".join(f"{k}={v}" for k, v in sorted(r.model_settings.items())))],
+            ["context", e(f"{r.elisions} elisions, {r.compactions} compactions" if r.elisions or r.compactions
+                          else "")],
             ["cost", e("unknown" if r.cost_usd is None else f"${r.cost_usd:.4f}")],
             ["stop reason", e(r.stop_reason)], ["flagged", e(r.flagged)], ["error", e(r.error)]]
     body = [html_table(None, [m for m in meta if m[1] not in ("", "None")], left=2, raw=True)]

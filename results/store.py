@@ -98,6 +98,12 @@ class TrialRow:
     cost_usd: float | None = 0.0
     time_s: float = 0.0
     trial_dir: str | None = None
+    #: the model's settings, canonical JSON ("" when none): two settings of one model are two rows
+    settings: str = ""
+
+
+def settings_key(settings: dict | None) -> str:
+    return json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str) if settings else ""
 
 
 def _kind(r: TrialResult) -> str | None:
@@ -121,7 +127,8 @@ def trial_row(r: TrialResult, trial_dir: Path | None = None) -> TrialRow:
                     verdict=r.verdict, correct=bool(r.correct), error_class=r.error_class, value=r.value, ci=r.ci,
                     normalised=normalised(r), baseline_s=list(r.baseline_s), candidate_s=list(r.candidate_s),
                     input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost_usd=r.cost_usd,
-                    time_s=round(sum(r.phases.values()), 3), trial_dir=str(trial_dir) if trial_dir else None)
+                    time_s=round(sum(r.phases.values()), 3), trial_dir=str(trial_dir) if trial_dir else None,
+                    settings=settings_key(r.model_settings))
 
 
 def task_scoring(task_paths: list[str]) -> dict[str, dict]:
@@ -249,15 +256,16 @@ class Store:
             where.append(f"task IN ({', '.join('?' * len(tasks))})")
             args.extend(tasks)
         sql = ("SELECT run_id, task, agent, trial, model, kind, verdict, correct, error_class, value, ci_low, ci_high,"
-               " normalised, baseline_s, candidate_s, input_tokens, output_tokens, cost_usd, time_s, trial_dir"
-               " FROM trials" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY task, run_id, trial")
+               " normalised, baseline_s, candidate_s, input_tokens, output_tokens, cost_usd, time_s, trial_dir,"
+               " json_extract(result, '$.model_settings') FROM trials" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY task, run_id, trial")
         with self._db() as db:
             out = []
             for (run_id_, task_, agent, trial, model, kind, verdict, correct, error_class, value, lo, hi, norm,
-                 bs, cs, it, ot, cost, time_s, trial_dir) in db.execute(sql, args):
+                 bs, cs, it, ot, cost, time_s, trial_dir, settings) in db.execute(sql, args):
                 out.append(TrialRow(run_id_, task_, agent, trial, model, kind, verdict, bool(correct), error_class,
                                     value, [lo, hi] if lo is not None else None, norm, json.loads(bs or "[]"),
-                                    json.loads(cs or "[]"), it or 0, ot or 0, cost, time_s or 0.0, trial_dir))
+                                    json.loads(cs or "[]"), it or 0, ot or 0, cost, time_s or 0.0, trial_dir,
+                                    settings_key(json.loads(settings)) if settings else ""))
             return out
 
 

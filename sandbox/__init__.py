@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Callable, Protocol, runtime_checkable
 
 #: Every container rdbench starts carries this label, so leftovers can be found.
 LABEL = "rdbench"
@@ -70,6 +70,14 @@ class SandboxConfig:
     #: whole GPUs by device id (Docker: device requests; local: CUDA_VISIBLE_DEVICES).
     gpus: list[int] = field(default_factory=list)
     workdir: str = "/workspace"
+    #: the most the sandbox can write ("6g"), over everything it can write (/workspace, /tmp,
+    #: /var/tmp; the rest of the root filesystem is read-only); None = no limit. Agent role only.
+    disk: str | None = None
+    #: where the machine-wide lock files and freeze record live (None: the cache's "locks")
+    lock_dir: str | None = None
+    #: host folder -> sandbox path, mounted read-only (Docker): where an installed agent's
+    #: model gateway puts its Unix socket. Nothing else of the host's is mounted.
+    mounts: dict[str, str] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -84,9 +92,12 @@ class Sandbox(Protocol):
         cwd: str | None = None,
         env: dict[str, str] | None = None,
         max_output: int = DEFAULT_MAX_OUTPUT,
+        on_output: Callable[[str, str], None] | None = None,
     ) -> ExecResult:
         """Run `cmd` (a string goes through bash -c). On timeout the whole process tree is
-        killed and `timed_out` is set. Raises SandboxError if the sandbox itself fails."""
+        killed and `timed_out` is set; time the sandbox spent frozen does not count against
+        `timeout`. `on_output(stream, text)` ("stdout"/"stderr") gets output as it comes.
+        Raises SandboxError if the sandbox itself fails."""
         ...
 
     def path(self, p: str) -> str:

@@ -30,17 +30,23 @@ class ServerClient:
         self._ids = itertools.count(1)
         send(BOOT_PAYLOAD)
 
-    def request(self, op: str, **fields) -> dict:
+    def request(self, op: str, on_chunk: Callable[[str, str], None] | None = None, **fields) -> dict:
+        """One request and its answer; output lines of a streamed exec go to `on_chunk` meanwhile."""
         req = {"op": op, "id": next(self._ids), **fields}
         with self._lock:
             try:
                 self._send(json.dumps(req).encode() + b"\n")
-                line = self._recv_line()
+                while True:
+                    line = self._recv_line()
+                    if not line:
+                        raise SandboxError(f"{self._name}: the exec server is gone (sandbox killed, or out of memory?)")
+                    resp = json.loads(line)
+                    if "chunk" not in resp:
+                        break
+                    if on_chunk is not None and resp.get("id") == req["id"]:
+                        on_chunk(resp["chunk"], resp["data"])
             except OSError as e:
                 raise SandboxError(f"{self._name}: lost the exec server: {e}") from e
-        if not line:
-            raise SandboxError(f"{self._name}: the exec server is gone (sandbox killed, or out of memory?)")
-        resp = json.loads(line)
         if resp.get("id") != req["id"]:
             raise SandboxError(f"{self._name}: exec server answered out of order")
         if resp.get("error") == "not_found":
@@ -49,9 +55,10 @@ class ServerClient:
             raise SandboxError(f"{self._name}: {resp['message']}")
         return resp
 
-    def exec(self, cmd, *, timeout, cwd, env, max_output) -> ExecResult:
+    def exec(self, cmd, *, timeout, cwd, env, max_output, on_output=None) -> ExecResult:
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        r = self.request("exec", cmd=argv, cwd=cwd, env=env or {}, timeout=timeout, max_output=max_output)
+        r = self.request("exec", on_chunk=on_output, cmd=argv, cwd=cwd, env=env or {}, timeout=timeout,
+                         max_output=max_output, stream=on_output is not None)
         return ExecResult(r["returncode"], r["stdout"], r["stderr"], r["duration_s"], r["timed_out"], r["truncated"])
 
     def read_file(self, path: str) -> bytes:

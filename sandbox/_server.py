@@ -4,12 +4,20 @@ It reads one JSON request per line on stdin and answers one JSON line on stdout,
 tool call costs a pipe round trip and a fork instead of a `docker exec` (~150 ms).
 Its stdout carries nothing but answers: commands get pipes of their own.
 
-Requests: {"op": "exec", "cmd": [...], "cwd", "env", "timeout", "max_output"}
+Requests: {"op": "exec", "cmd": [...], "cwd", "env", "timeout", "max_output", "stream"}
           {"op": "read", "path"} | {"op": "write", "path", "data" (base64), "mode"}
           {"op": "ping"}
+
+With "stream": true, an exec's output also goes out as it comes, in lines
+{"id", "chunk": "stdout"|"stderr", "data"} before the answer.
+
+A sandbox may be frozen (docker pause) while a command runs: the server's own loop stops
+with it, so a gap in the loop is time frozen (or a host too loaded to run it), and it does
+not count against the command's timeout.
 """
 
 import base64
+import codecs
 import json
 import os
 import selectors
@@ -52,7 +60,11 @@ def kill_tree(proc):
             pass
 
 
-def run(req):
+#: a gap longer than this between two turns of the exec loop is counted as time frozen
+FROZEN_GAP_S = 1.0
+
+
+def run(req, emit=None):
     cmd = req["cmd"]
     env = dict(os.environ)
     env.update(req.get("env") or {})
@@ -75,10 +87,16 @@ def run(req):
     for f in (proc.stdout, proc.stderr):
         os.set_blocking(f.fileno(), False)
         sel.register(f.fileno(), selectors.EVENT_READ)
+    names = {out_fd: "stdout", err_fd: "stderr"}
+    decoders = {fd: codecs.getincrementaldecoder("utf-8")("replace") for fd in names}
     exited_at = None
+    frozen, last = 0.0, start
     while sel.get_map():
         now = time.monotonic()
-        if timeout is not None and now - start > timeout and exited_at is None:
+        if now - last > FROZEN_GAP_S:
+            frozen += now - last
+        last = now
+        if timeout is not None and now - start - frozen > timeout and exited_at is None:
             timed_out = True
             kill_tree(proc)
             proc.wait()
@@ -104,6 +122,8 @@ def run(req):
                 truncated = True
                 chunk = chunk[:max(room, 0)]
             buf += chunk
+            if emit is not None and chunk:
+                emit(names[key.fd], decoders[key.fd].decode(chunk))
     sel.close()
     proc.stdout.close()
     proc.stderr.close()
@@ -113,13 +133,18 @@ def run(req):
         "stdout": bytes(bufs[out_fd]).decode("utf-8", "replace"),
         "stderr": bytes(bufs[err_fd]).decode("utf-8", "replace"),
         "duration_s": time.monotonic() - start, "timed_out": timed_out, "truncated": truncated,
+        "frozen_s": round(frozen, 3),
     }
 
 
-def handle(req):
+def handle(req, send):
     op = req.get("op")
     if op == "exec":
-        return run(req)
+        emit = None
+        if req.get("stream"):
+            def emit(stream, data):
+                send({"id": req.get("id"), "chunk": stream, "data": data})
+        return run(req, emit)
     if op == "read":
         try:
             with open(req["path"], "rb") as f:
@@ -141,17 +166,21 @@ def handle(req):
 
 def main():
     out = sys.stdout.buffer
+
+    def send(msg):
+        out.write(json.dumps(msg).encode() + b"\n")
+        out.flush()
+
     for line in sys.stdin.buffer:
         if not line.strip():
             continue
         try:
             req = json.loads(line)
-            resp = handle(req)
+            resp = handle(req, send)
         except Exception as e:  # a broken request must not take the server down
             req, resp = {}, {"error": "server", "message": "%s: %s" % (type(e).__name__, e)}
         resp["id"] = req.get("id")
-        out.write(json.dumps(resp).encode() + b"\n")
-        out.flush()
+        send(resp)
 
 
 if __name__ == "__main__":

@@ -7,19 +7,25 @@ container's attached stdin/stdout: one hijacked connection, no `docker exec` per
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
 import struct
 import tarfile
 import time
+import warnings
 from pathlib import Path, PurePosixPath
 
 import docker
 import docker.errors
 
 from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge
+from . import disk
 from ._client import BOOT_ARGV, ServerClient
+from .disk import MOUNTS, Disk, DiskUnavailable
+from .freeze import FreezeBook
+from .images import cache_dir
 
 #: What root in a verifier sandbox keeps: enough to run the candidate as another user,
 #: own its files and kill what it leaves behind. The agent sandbox keeps nothing.
@@ -58,6 +64,8 @@ class _AttachStream:
         self.sock.settimeout(None)
         self.buf = bytearray()
         self.stderr = bytearray()
+        #: asked when a read times out: True to keep waiting (the sandbox was frozen meanwhile)
+        self.keep_waiting = lambda: False
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
@@ -65,7 +73,12 @@ class _AttachStream:
     def _recv_exact(self, n: int) -> bytes:
         out = bytearray()
         while len(out) < n:
-            chunk = self.sock.recv(n - len(out))
+            try:
+                chunk = self.sock.recv(n - len(out))
+            except socket.timeout:
+                if self.keep_waiting():
+                    continue
+                raise
             if not chunk:
                 return b""
             out += chunk
@@ -144,6 +157,26 @@ def untar_stripped(stream, dst: Path, max_bytes: int) -> None:
         tar.extractall(dst, members=members, filter=_data_or_skip)
 
 
+def lock_dir(config: SandboxConfig) -> Path:
+    return Path(config.lock_dir) if config.lock_dir else cache_dir() / "locks"
+
+
+def _retry(call, *args) -> None:
+    """A pause or unpause of a container that may be gone (removed meanwhile: no error)."""
+    for attempt in range(3):
+        try:
+            call(*args)
+            return
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as e:
+            if any(m in str(e) for m in ("is not paused", "is already paused", "is not running")):
+                return
+            if attempt == 2:
+                raise SandboxError(f"could not pause/unpause container {args[0][:12]}: {e}") from e
+            time.sleep(0.2)
+
+
 class DockerSandbox:
     """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
 
@@ -151,7 +184,9 @@ class DockerSandbox:
         self.config = config
         self.client = client or client_from_env()
         verifier = config.role == "verifier"
-        labels = {**owner_labels(), **config.labels}
+        # role, cores and lock folder: what a timing phase of any rdbench process looks for (quiet)
+        labels = {**owner_labels(), **config.labels, "rdbench.role": config.role,
+                  "rdbench.cpuset": config.cpuset or "", "rdbench.locks": str(lock_dir(config))}
         kwargs = dict(
             image=config.image,
             command=BOOT_ARGV,
@@ -178,15 +213,31 @@ class DockerSandbox:
             ]
         self.container = None
         self._stream = None
+        self._disk = None
+        self._book = FreezeBook(lock_dir(config), "docker") if not verifier else None
+        self._frozen_seen = 0.0
+        if config.disk and not verifier:
+            try:
+                self._disk = Disk.create(config.disk, AGENT_UID, cache_dir() / "disks")
+            except DiskUnavailable as e:
+                warnings.warn(f"sandbox without a disk limit: {e}", stacklevel=2)
+            else:  # everything the agent can write is on its disk; the rest is read-only
+                kwargs.update(volumes=self._disk.binds(), read_only=True)
+        if config.mounts:  # read-only host folders (an installed agent's model-gateway socket)
+            kwargs["volumes"] = {**kwargs.get("volumes", {}),
+                                 **{host: {"bind": dst, "mode": "ro"} for host, dst in config.mounts.items()}}
         try:
             self.container = self.client.containers.create(**kwargs)
             self.name = self.container.short_id
             self._stream = _AttachStream(
                 self.client.api.attach_socket(self.container.id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
             )
+            self._stream.keep_waiting = self._was_frozen
             self.container.start()
             self._server = ServerClient(self._stream.send, self._stream.recv_line, f"container {self.name}")
             self._server.request("ping")
+            if self._book is not None:  # started while a timing phase runs on its cores: frozen now
+                self._book.join(self.container.id, config.cpuset, self._pause(self.client))
         except docker.errors.ImageNotFound as e:
             self.close()
             raise SandboxError(f"image {config.image!r} not found; build it with `rdbench images build`") from e
@@ -198,13 +249,56 @@ class DockerSandbox:
             self.close()
             raise SandboxError(f"could not start a sandbox from {config.image!r}: {e} {detail}".strip()) from e
 
+    _pause = staticmethod(lambda client: lambda cid: _retry(client.api.pause, cid))
+
+    @classmethod
+    @contextlib.contextmanager
+    def quiet(cls, cpuset: str | None, lock_dir: Path):
+        """For a timing phase on `cpuset`: every agent container of this machine (of any
+        rdbench process using the same `lock_dir`) whose cores overlap it is paused meanwhile,
+        and unpaused after, on errors and Ctrl-C too."""
+        client = client_from_env()
+        def agents():
+            found = client.api.containers(filters={"label": [f"{LABEL}=1", "rdbench.role=agent",
+                                                             f"rdbench.locks={lock_dir}"]})  # running ones
+            return [(c["Id"], (c.get("Labels") or {}).get("rdbench.cpuset") or None) for c in found]
+
+        try:
+            with FreezeBook(lock_dir, "docker").timing(cpuset, agents, cls._pause(client),
+                                             lambda cid: _retry(client.api.unpause, cid)):
+                yield
+        finally:
+            client.close()
+
+    def frozen_s(self) -> float:
+        """Seconds this sandbox has spent frozen by timing phases so far."""
+        return self._book.frozen_s(self.container.id) if self._book and self.container else 0.0
+
+    def _was_frozen(self) -> bool:
+        """An answer is late: keep waiting if the sandbox was frozen since the last look."""
+        self._thaw_if_orphaned()
+        seen, self._frozen_seen = self._frozen_seen, self.frozen_s()
+        return self._frozen_seen > seen or self._paused()
+
+    def _paused(self) -> bool:  # now, whoever paused it
+        try:
+            return self.client.api.inspect_container(self.container.id)["State"]["Paused"]
+        except docker.errors.DockerException:
+            return False
+
+    def _thaw_if_orphaned(self) -> None:  # frozen by a process killed while timing: thawed here
+        if self._book is not None and self.container is not None:
+            self._book.thaw_if_orphaned(self.container.id, lambda cid: _retry(self.client.api.unpause, cid))
+
     def path(self, p: str) -> str:
         return p
 
-    def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20):
+    def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20, on_output=None):
         # the server enforces `timeout`; this guards against a server that stops answering
         self._stream.sock.settimeout(None if timeout is None else timeout + 60)
-        return self._server.exec(cmd, timeout=timeout, cwd=cwd, env=env, max_output=max_output)
+        self._thaw_if_orphaned()
+        self._frozen_seen = self.frozen_s()
+        return self._server.exec(cmd, timeout=timeout, cwd=cwd, env=env, max_output=max_output, on_output=on_output)
 
     def read_file(self, path: str) -> bytes:
         return self._server.read_file(path)
@@ -216,9 +310,12 @@ class DockerSandbox:
         dst_path = PurePosixPath(dst)
         if owner is None:  # the sandbox's own user
             owner = 0 if self.config.role == "verifier" else AGENT_UID
-        data = tar_folder(Path(src), dst_path.name, owner, mode)
+        if self._disk is not None and dst in MOUNTS.values():  # a mount point on a read-only root
+            data, target = tar_folder(Path(src), ".", owner, mode), dst
+        else:
+            data, target = tar_folder(Path(src), dst_path.name, owner, mode), str(dst_path.parent)
         try:
-            self.container.put_archive(str(dst_path.parent), data)
+            self.container.put_archive(target, data)
         except docker.errors.DockerException as e:
             raise SandboxError(f"copy into {dst} failed: {e}") from e
 
@@ -237,16 +334,25 @@ class DockerSandbox:
             self._stream = None
         if self.container is not None:
             container, self.container = self.container, None
-            for _ in range(3):
-                try:
-                    container.remove(force=True)
-                    return
-                except docker.errors.NotFound:
-                    return
-                except docker.errors.APIError:  # "removal already in progress" and the like
-                    time.sleep(0.2)
-                except Exception:
-                    return
+            self._remove(container)
+            with contextlib.suppress(OSError):
+                _ = self._book.forget(container.id) if self._book is not None else None
+        if self._disk is not None:
+            disk, self._disk = self._disk, None
+            disk.close()
+
+    @staticmethod
+    def _remove(container) -> None:
+        for _ in range(3):
+            try:
+                container.remove(force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError:  # "removal already in progress" and the like
+                time.sleep(0.2)
+            except Exception:
+                return
 
     def __enter__(self):
         return self
@@ -275,6 +381,9 @@ def remove_containers(client: docker.DockerClient, *, run_id: str | None = None,
             removed.append(c.short_id)
         except docker.errors.NotFound:
             pass
+    if own:  # about to exit: what this process froze is thawed, its disks unmounted
+        FreezeBook(cache_dir() / "locks", "docker").drop_process(os.getpid(), lambda cid: _retry(client.api.unpause, cid))
+    disk.remove_stale(cache_dir() / "disks", own=own)  # and those of processes killed before closing theirs
     return removed
 
 

@@ -191,3 +191,95 @@ def build_dockerfile_image(client: docker.DockerClient, env_dir: Path, base_tag:
     except docker.errors.APIError as e:
         raise SandboxError(f"{env_dir / 'Dockerfile'}: build failed: {e}") from e
     return tag
+
+
+# --- installed agents: the CLIs layered on a task's image -----------------------------------
+
+#: The CLIs of the installed agents, pinned: agent -> (npm package, version). Their native
+#: binaries come in per-platform optional dependencies; no Node.js is needed to run them.
+AGENT_CLIS = {"claude-code": ("@anthropic-ai/claude-code", "2.1.332"), "codex": ("@openai/codex", "0.171.0")}
+AGENTS_LAYOUT = "1"
+AGENTS_DOCKERFILE = """ARG RDBENCH_BASE
+FROM ${RDBENCH_BASE}
+COPY agents/ /opt/agents/
+ENV PATH=/opt/agents/bin:$PATH
+"""
+
+
+def agents_image_tag(base_tag: str) -> str:
+    """The tag of `base_tag` (the base image or a task's own) with the agents' CLIs on top."""
+    return f"rdbench-agents:{_hash([AGENTS_LAYOUT, base_tag, AGENT_CLIS, platform.machine()])}"
+
+
+def npm_clis(log: Log) -> Path:
+    """The CLIs' npm packages (this platform's binaries included), installed once by the host's
+    npm into the cache (the sandbox has no network). Returns the folder holding node_modules/."""
+    dest = cache_dir() / "npm" / _hash([AGENT_CLIS, platform.machine()])
+    if (dest / ".complete").is_file():
+        return dest
+    if shutil.which("npm") is None:
+        raise SandboxError("building the agents image needs npm (apt-get install -y nodejs npm)")
+    cache_dir().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="npm-", dir=cache_dir()))
+    specs = [f"{pkg}@{version}" for pkg, version in AGENT_CLIS.values()]
+    # --ignore-scripts: the packages' install scripts only link the binary we copy ourselves
+    _run(["npm", "install", "--prefix", str(tmp), "--no-audit", "--no-fund", "--ignore-scripts", "--no-save",
+          *specs], log, "npm install " + " ".join(specs))
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp.rename(dest)
+    (dest / ".complete").write_text("\n".join(specs) + "\n")
+    return dest
+
+
+def _agents_context(npm: Path, work: Path) -> Path:
+    """A build context: agents/{claude, codex/, bin/} (files hard-linked from the npm cache)."""
+    mods = npm / "node_modules"
+    claude = sorted(p for p in mods.glob("@anthropic-ai/claude-code-linux-*/claude") if "musl" not in str(p))
+    codex = sorted(p.parent.parent for p in mods.glob("@openai/codex-linux-*/vendor/*/bin/codex"))
+    if not claude or not codex:
+        raise SandboxError(f"{mods}: no native claude or codex binary for this platform ({platform.machine()})")
+    root = work / "agents"
+    (root / "bin").mkdir(parents=True)
+    shutil.copytree(codex[0], root / "codex", copy_function=_link_or_copy, symlinks=True)
+    _link_or_copy(claude[0], root / "claude")
+    for name, target in (("claude", "../claude"), ("codex", "../codex/bin/codex"), ("rg", "../codex/codex-path/rg")):
+        (root / "bin" / name).symlink_to(target)
+    (work / "Dockerfile").write_text(AGENTS_DOCKERFILE)
+    return work
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def build_agents_image(client: docker.DockerClient, base_tag: str, log: Log = print, force: bool = False) -> str:
+    """Build `base_tag` plus the installed agents' CLIs (offline: npm runs on the host)."""
+    tag = agents_image_tag(base_tag)
+    if not force and image_exists(client, tag):
+        return tag
+    npm = npm_clis(log)
+    work = Path(tempfile.mkdtemp(prefix="agents-", dir=cache_dir()))
+    try:
+        t = time.monotonic()
+        log(f"building {tag} ({', '.join(f'{a} {v}' for a, (_, v) in AGENT_CLIS.items())} on {base_tag})")
+        client.images.build(path=str(_agents_context(npm, work)), tag=tag, buildargs={"RDBENCH_BASE": base_tag},
+                            rm=True, forcerm=True)
+        log(f"docker build {tag}: {time.monotonic() - t:.0f} s")
+    except (docker.errors.BuildError, docker.errors.APIError) as e:
+        raise SandboxError(f"building {tag} failed: {e}") from e
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return tag
+
+
+def agents_image(client: docker.DockerClient, base_tag: str) -> str:
+    """The agents image over `base_tag`, or a SandboxError saying how to build it."""
+    tag = agents_image_tag(base_tag)
+    if not image_exists(client, tag):
+        raise SandboxError(f"image {tag} (the installed agents' CLIs over {base_tag}) not found; build it with "
+                           "`rdbench images build --agents [TASK...]` (needs npm and the npm registry, once)")
+    return tag

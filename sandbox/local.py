@@ -1,5 +1,10 @@
 """Local-process backend: for machines without Docker (a GPU box, say).
 
+Agent sandboxes are frozen (SIGSTOP of the exec server and every process under it) while a
+verifier of any rdbench process using the same lock folder times: they are not pinned to
+cores, so every timing phase overlaps them. Each agent sandbox is listed, for the
+verifiers of other processes, in a file of the lock folder's `local-agents/`.
+
 IT DOES NOT ISOLATE THE AGENT. Commands run as the calling user on the host, with the
 host's network and files. Sandbox paths (/workspace, /submission, ...) are folders under a
 private temporary root; `path()` says where one is as seen by a command. Use it only for
@@ -20,13 +25,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import json
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import SandboxConfig, SandboxError, SandboxFileNotFound
 from ._client import BOOT_ARGV, ServerClient
 from ._server import descendants
+from .freeze import FreezeBook
+from .images import cache_dir
 
 
 def unused_uids(n: int, start: int = 61000) -> list[int]:
@@ -68,6 +77,26 @@ class LocalSandbox:
         self.name = f"local:{self.root.name}"
         self._server = ServerClient(self._send, self._proc.stdout.readline, self.name)
         self._server.request("ping")
+        self._book = self._entry = None
+        if config.role == "agent":  # found and frozen by timing phases (quiet)
+            locks = Path(config.lock_dir) if config.lock_dir else cache_dir() / "locks"
+            self._book = FreezeBook(locks, "local")
+            self._entry = _listing(locks) / f"{self.root.name}.json"
+            self._entry.write_text(json.dumps({"name": self.name, "pid": self._proc.pid, "owner": os.getpid()}))
+            self._book.join(self.name, None, _signal(signal.SIGSTOP, lambda: {self.name: self._proc.pid}))
+
+    @classmethod
+    @contextmanager
+    def quiet(cls, cpuset: str | None, lock_dir: Path):
+        """For a timing phase: every local agent sandbox listed in `lock_dir` is stopped meanwhile."""
+        listed = lambda: _listed(lock_dir)  # noqa: E731
+        with FreezeBook(lock_dir, "local").timing(cpuset, lambda: [(name, None) for name in listed()],
+                                         _signal(signal.SIGSTOP, listed), _signal(signal.SIGCONT, listed)):
+            yield
+
+    def frozen_s(self) -> float:
+        """Seconds this sandbox has spent frozen by timing phases so far."""
+        return self._book.frozen_s(self.name) if self._book is not None else 0.0
 
     def _send(self, data: bytes) -> None:
         self._proc.stdin.write(data)
@@ -79,9 +108,9 @@ class LocalSandbox:
             return p
         return str(self.root / p.lstrip("/"))
 
-    def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20):
+    def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20, on_output=None):
         return self._server.exec(cmd, timeout=timeout, cwd=self.path(cwd or self.config.workdir), env=env,
-                                 max_output=max_output)
+                                 max_output=max_output, on_output=on_output)
 
     def read_file(self, path: str) -> bytes:
         return self._server.read_file(self.path(path))
@@ -125,6 +154,13 @@ class LocalSandbox:
             raise SandboxError(f"copy out of {src} failed: {e}") from e
 
     def close(self) -> None:
+        if getattr(self, "_entry", None) is not None:
+            self._entry.unlink(missing_ok=True)
+            self._entry = None
+            try:
+                self._book.forget(self.name)
+            except OSError:
+                pass
         proc = getattr(self, "_proc", None)
         if proc is not None:
             self._proc = None
@@ -146,3 +182,35 @@ class LocalSandbox:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _listing(lock_dir: Path) -> Path:
+    d = Path(lock_dir) / "local-agents"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _listed(lock_dir: Path) -> dict[str, int]:
+    """The local agent sandboxes of live rdbench processes: name -> exec server pid."""
+    out = {}
+    for f in _listing(lock_dir).glob("*.json"):
+        try:
+            entry = json.loads(f.read_text())
+            os.kill(entry["owner"], 0)
+        except (OSError, ValueError, KeyError):
+            continue
+        out[entry["name"]] = entry["pid"]
+    return out
+
+
+def _signal(sig: int, pids):
+    """Send `sig` to a sandbox's exec server and every process under it; `pids()`: name -> pid."""
+    def send(name: str) -> None:
+        pid = pids().get(name)
+        for _ in range(2 if sig == signal.SIGSTOP else 1):  # a second pass: children forked meanwhile
+            for p in [pid, *descendants(pid)] if pid is not None else []:
+                try:
+                    os.kill(p, sig)
+                except OSError:
+                    pass
+    return send

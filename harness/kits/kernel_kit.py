@@ -97,9 +97,11 @@ class Verifier:
         self.seed = kit.secret_seed()
         self.rng = random.Random(self.seed)
         self.public = tempfile.mkdtemp(prefix="rdbench-kernel-runner-")  # the runner script, world-readable
-        shutil.copy(os.path.abspath(kernel_runner.__file__), os.path.join(self.public, "kernel_runner.py"))
         os.chmod(self.public, 0o755)
-        os.chmod(os.path.join(self.public, "kernel_runner.py"), 0o644)
+        for script in ("kernel_runner.py", "kernel_module.py"):  # the runner, and what it shares on nn.Module problems
+            shutil.copy(os.path.join(os.path.dirname(os.path.abspath(kernel_runner.__file__)), script),
+                        os.path.join(self.public, script))
+            os.chmod(os.path.join(self.public, script), 0o644)
         self.ref_fn = problem.reference()
         self.details = {"device": torch.cuda.get_device_name() if self.gpu else "cpu (TRITON_INTERPRET=1)"}
         if not self.gpu and os.path.exists("/dev/nvidiactl"):
@@ -227,8 +229,10 @@ class Verifier:
         fresh = [self.rng.getrandbits(40) for _ in cases]
         replays = []
         for i, case in enumerate(cases):
-            replays.append({"case": i, "seed": case["seed"], "plan": calls[i * 2]["plan"], "save": "w%d_same.pt" % i})
-            replays.append({"case": i, "seed": fresh[i], "plan": calls[i * 2 + 1]["plan"], "save": "w%d_new.pt" % i})
+            replays.append({"case": i, "seed": case["seed"], "plan": calls[i * 2]["plan"], "save": "w%d_same.pt" % i,
+                            "init_seed": case.get("init_seed")})
+            replays.append({"case": i, "seed": fresh[i], "plan": calls[i * 2 + 1]["plan"], "save": "w%d_new.pt" % i,
+                            "init_seed": case.get("init_seed")})
         ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID,
                                                {"mode": "check", "cases": cases, "replays": replays}, witness=True)
         try:
@@ -336,20 +340,25 @@ class Verifier:
                                    "time to a device-wide synchronize, %.3g s" % (self.kit.median(ev), self.kit.median(wl)))
         return b, c, ok, note, extra
 
+    #: what the CPU path checked, for details.unavailable
+    cpu_checked = "on small fp32/fp16 cases"
+
     def run(self):
-        details = dict(self.details, task=self.p.name)
+        cases = self.seeded(self.p.cases(self.rng, self.gpu))
+        return self.graded(dict(self.details, task=self.p.name, cases=[describe(c) for c in cases]), cases)
+
+    def graded(self, details, cases):
+        """The verdict on `cases`: the static check, the runner and the witness, then (GPU) the timing."""
         problem = static_check(self.kit.SUBMISSION, self.p.module)
         if problem:
             return self.kit.speedup_verdict([], [], False, problem, details=details)
-        cases = self.seeded(self.p.cases(self.rng, self.gpu))
-        details["cases"] = [describe(c) for c in cases]
         problem, checked, _ = self.check_run(cases)
         details.update(checked)
         if problem:
             return self.kit.speedup_verdict([], [], False, problem, details=details)
         if not self.gpu:
             details["unavailable"] = ("speedup unavailable: no GPU; correctness checked in the Triton interpreter "
-                                      "(TRITON_INTERPRET=1) on small fp32/fp16 cases")
+                                      "(TRITON_INTERPRET=1) " + self.cpu_checked)
             return self.kit.speedup_verdict([], [], True, details=details)
         b, c, ok, note, extra = self.timing()
         details.update(extra)

@@ -62,7 +62,10 @@ import time
 
 import torch
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64,
+          # outputs of nn.Module problems (argmax, masks)
+          "int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "int8": torch.int8, "uint8": torch.uint8,
+          "bool": torch.bool}
 #: Bytes written between timed reps to flush the L2 cache (H100: 50 MB of L2).
 L2_FLUSH_BYTES = 256 << 20
 RUN_TIMEOUT_S = float(os.environ.get("RDBENCH_KERNEL_RUN_TIMEOUT", 600))
@@ -123,6 +126,8 @@ def new_out(case, device):
 
 
 def describe(case):
+    if "label" in case:  # an nn.Module problem's draw
+        return case["label"]
     shapes = ",".join("x".join(map(str, a["shape"])) for a in case["args"] if "shape" in a)
     return "%s %s" % (case["out"]["dtype"], shapes)
 
@@ -400,10 +405,99 @@ class Runner:
             json.dump(report, f)
 
 
+class ModuleRunner(Runner):
+    """The runner of an nn.Module problem: builds the candidate's `ModelNew` per case from the
+    case's init seed (KernelBench's identical initialisation), calls it twice on inputs drawn
+    from the case's seed and records each call's launch plan, with the storages of the inputs,
+    of the module's parameters and buffers (in registration order: the witness fills them with
+    `Model`'s) and of the returned tensor. In time mode it times the reference `Model`."""
+
+    def __init__(self, job):
+        super().__init__(job)
+        import kernel_module
+        self.km = kernel_module
+        self.scope = kernel_module.load_problem(job["problem"], job.get("sizes"))
+
+    def call_module(self, model, params, case):
+        km = self.km
+        args = km.draw_inputs(self.scope, case["seed"], self.device)
+        tensors = [a for a in args if isinstance(a, torch.Tensor)]
+        pristine = [t.clone() for t in tensors]
+        problems = []
+        plan = {"inputs": [a.untyped_storage().data_ptr() if isinstance(a, torch.Tensor) else None for a in args],
+                "params": params}
+        self.sync()
+        self.recorder.start()
+        try:
+            with torch.no_grad():
+                ret = model(*args)
+        finally:
+            plan["launches"] = self.recorder.stop()
+            plan["overflow"] = self.recorder.overflow
+        snap = torch.Tensor.clone(ret) if type(ret) is self.Tensor else None
+        self.sync()
+        if snap is None:
+            problems.append("forward returned a %s: it must return a plain torch.Tensor, as Model does"
+                            % type(ret).__name__)
+            return torch.zeros(0), problems, plan
+        plan["out"] = _encode(ret)["tensor"]
+        owned = tensors + [t for t in km.state(model) if isinstance(t, torch.Tensor)]
+        if any(_overlaps(ret, t) for t in tensors):
+            problems.append("the returned tensor aliases an input: return a new tensor written by your kernels")
+        elif any(_overlaps(ret, t) for t in owned):
+            problems.append("the returned tensor aliases one of ModelNew's parameters or buffers")
+        for t, p in zip(tensors, pristine):
+            if not self.equal(t, p) and not (t.is_floating_point() and t.isnan().any()
+                                             and self.equal(t.nan_to_num(), p.nan_to_num())):
+                problems.append("modified an input tensor in place (inputs are read-only)")
+                break
+        if not self.equal(snap.nan_to_num(123.0) if snap.is_floating_point() else snap,
+                          ret.nan_to_num(123.0) if ret.is_floating_point() else ret):
+            problems.append("the output was still being written after forward returned (work on a side stream, "
+                            "in a thread, or deferred): it must be complete on the caller's stream")
+        return snap, problems, plan
+
+    def main(self):
+        report = {}
+        if self.job["mode"] == "check":
+            sys.path.insert(0, os.getcwd())
+            cls = getattr(__import__(self.job["module"]), self.job["entry"])
+            reps = self.job.get("reps", 2)
+            for i, case in enumerate(self.job["cases"]):
+                model = self.km.build(cls, self.scope, case["init_seed"], self.device)
+                params = [_encode(t)["tensor"] for t in self.km.state(model) if isinstance(t, torch.Tensor)]
+                for r in range(reps):
+                    snap, problems, plan = self.call_module(model, params, case)
+                    self.save(snap.detach().cpu(), os.path.join(self.out_dir, "c%d_r%d.pt" % (i, r)))
+                    self.calls.append({"case": i, "rep": r, "launches": len(plan["launches"]),
+                                       "problems": problems, "plan": plan})
+            report["calls"] = self.calls
+            report["kernels"] = sorted(self.recorder.names)[:50]
+        else:  # time the reference Model (eager, or torch.compile'd): the candidate is timed by the witness
+            models = {}
+
+            def prepare(case, seed):
+                if id(case) not in models:
+                    m = self.km.build(self.scope["Model"], self.scope, case["init_seed"], self.device)
+                    models[id(case)] = torch.compile(m) if self.job.get("compile") else m
+                args, got = self.km.draw_inputs(self.scope, seed, self.device), []
+
+                def go():
+                    with torch.no_grad():
+                        got.append(models[id(case)](*args))
+
+                return go, (lambda: got[0])
+
+            report["timings"] = timed_reps(self.job["cases"], self.job["reps"], self.job.get("warmup", 3),
+                                           self.device, prepare, self.out_dir if self.job.get("save") else None)
+        with open(os.path.join(self.out_dir, "report.json"), "w") as f:
+            json.dump(report, f)
+
+
 def runner_main(job_path):
     with open(job_path) as f:
         job = json.load(f)
-    Runner(job).main()
+    (ModuleRunner if job.get("problem") is not None else Runner)(job).main()  # an nn.Module problem: ModuleRunner
 
 # ---- the witness: replays recorded launches from the submission's kernel source only ----
 
@@ -776,6 +870,11 @@ class Witness:
         self.device = job["device"]
         self.kernels = {}  # (file, name) -> kernel object of the built module
         self.replayed = 0
+        self.km = self.scope = None
+        if job.get("problem") is not None:  # an nn.Module problem: the verifier's copy of its file
+            import kernel_module
+            self.km = kernel_module
+            self.scope = kernel_module.load_problem(job["problem"], job.get("sizes"))
 
     def build(self, plans):
         import triton.language as tl
@@ -844,6 +943,59 @@ class Witness:
                 given += a.untyped_storage().nbytes()
         storages[plan["out"]] = out.untyped_storage()
         given += out.untyped_storage().nbytes()
+        return self.launches(plan, storages, given, out)
+
+    def prepare_module(self, plan, case, seed, init_seed):
+        """The same for an nn.Module problem: the inputs drawn from `seed`, the storages of ModelNew's
+        parameters and buffers filled with *Model*'s (built from `init_seed` by the problem's own
+        code), the returned tensor's storage filled with 0xFF bytes (NaN for floats), scratch zeros."""
+        km = self.km
+        args = km.draw_inputs(self.scope, seed, self.device)
+        inputs, params, out_spec = plan.get("inputs"), plan.get("params"), plan.get("out")
+        if (not isinstance(inputs, list) or len(inputs) != len(args) or not isinstance(params, list)
+                or not isinstance(out_spec, dict)):
+            raise Refused("a malformed launch plan (its inputs, parameters and output)")
+        storages, given = {}, 0
+        for key, a in zip(inputs, args):
+            if isinstance(a, torch.Tensor):
+                if not _is_int(key) or key in storages:
+                    raise Refused("a malformed launch plan (its inputs)")
+                storages[key] = a.untyped_storage()
+                given += a.untyped_storage().nbytes()
+        ref = [t for t in km.state(km.build(self.scope["Model"], self.scope, init_seed, self.device))
+               if isinstance(t, torch.Tensor)]
+        if len(params) != len(ref):
+            raise Refused("ModelNew has %d parameters and buffers, Model has %d: build ModelNew from the same modules "
+                          "in the same order, so that the same seed gives the same weights (as KernelBench requires)"
+                          % (len(params), len(ref)))
+        for i, (spec, value) in enumerate(zip(params, ref)):
+            t = spec if isinstance(spec, dict) else {}
+            if not (_is_int(t.get("key")) and _is_int(t.get("nbytes"), 0, 1 << 40)):
+                raise Refused("a malformed launch plan (its parameters)")
+            if any(t["key"] == k for k in inputs if k is not None):
+                raise Refused("a parameter of ModelNew shares its storage with an input")
+            if t["key"] not in storages:
+                storages[t["key"]] = torch.zeros(t["nbytes"], dtype=torch.uint8, device=self.device).untyped_storage()
+                given += t["nbytes"]
+            view = self.tensor_view({"tensor": t}, storages)
+            if list(view.shape) != list(value.shape) or view.dtype != value.dtype:
+                raise Refused("ModelNew's parameter or buffer #%d is %s %s, Model's is %s %s: build ModelNew from the "
+                              "same modules in the same order (as KernelBench requires)" % (
+                                  i, list(view.shape), _dtype_name(view.dtype), list(value.shape),
+                                  _dtype_name(value.dtype)))
+            view.copy_(value.detach())
+        if not (_is_int(out_spec.get("key")) and _is_int(out_spec.get("nbytes"), 0, 1 << 40)):
+            raise Refused("a malformed launch plan (its output)")
+        if out_spec["key"] in storages:
+            raise Refused("the returned tensor aliases an input or a parameter")
+        storages[out_spec["key"]] = torch.full((out_spec["nbytes"],), 255, dtype=torch.uint8,
+                                               device=self.device).untyped_storage()
+        given += out_spec["nbytes"]
+        out = self.tensor_view({"tensor": out_spec}, storages)
+        return self.launches(plan, storages, given, out)
+
+    def launches(self, plan, storages, given, out):
+        """The recorded launches on `storages` (the rest of the plan's storages: scratch, zero-filled)."""
         scratch = {}
         for launch in plan["launches"]:
             for spec in list(launch.get("args", {}).values()) if isinstance(launch.get("args"), dict) else []:
@@ -888,7 +1040,8 @@ class Witness:
             report["kernels"] = self.build([r["plan"] for r in replays])
             for r in replays:
                 case = job["cases"][r["case"]]
-                go, result = self.prepare(r["plan"], case, r["seed"])
+                go, result = (self.prepare_module(r["plan"], case, r["seed"], r["init_seed"]) if self.km
+                              else self.prepare(r["plan"], case, r["seed"]))
                 go()
                 torch.save(result().detach().cpu(), os.path.join(job["results"], r["save"]))
         else:
@@ -897,6 +1050,8 @@ class Witness:
             by_case = {id(c): p for c, p in zip(job["cases"], plans)}
 
             def prepare(case, seed):
+                if self.km:
+                    return self.prepare_module(by_case[id(case)], case, seed, case["init_seed"])
                 return self.prepare(by_case[id(case)], case, seed)
 
             report["timings"] = timed_reps(job["cases"], job["reps"], job.get("warmup", 3), self.device, prepare,

@@ -549,12 +549,17 @@ def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None, baseli
             # what run() keeps back of the time limit for the baseline runs still to come
             if "baseline_max" in _state:
                 _state["reserve"] = (total - b_done) * 1.5 * _state["baseline_max"]
+            # "baseline run 2/3": the live progress display shows the latest such line
+            what = ("%s warm-up %d/%d" % (name, i + 1, warmup) if i < warmup
+                    else "%s run %d/%d" % (name, i - warmup + 1, repeats))
+            if log:
+                log(what)
             secs, ok, note = fn()
             if name == "baseline":
                 b_done += 1
                 _state["baseline_max"] = max(_state.get("baseline_max", 0.0), secs)
             if log:
-                log("%s %s %d: %.3f s %s" % ("warm-up" if i < warmup else "repeat", name, i, secs, "ok" if ok else note))
+                log("%s: %.3f s %s" % (what, secs, "ok" if ok else note))
             if not ok:
                 if name == "candidate":
                     return b_times, c_times, False, note

@@ -57,6 +57,10 @@ def _digest(obj) -> str:
     return hashlib.sha256(json.dumps(_plain(obj), sort_keys=True).encode()).hexdigest()
 
 
+def _signature(thought: str) -> str:
+    return hashlib.sha256(b"fake-api-thinking:" + thought.encode()).hexdigest()[:32]
+
+
 def submit(text: str = "done") -> Step:
     return Step(text=text, tool_calls=[("submit", {"summary": text})])
 
@@ -67,6 +71,7 @@ class FakeAPI:
         self.repeat_last = repeat_last
         self.window = window
         self.requests: list[tuple[str, dict]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
         self.overflows = 0
         self.summaries = 0
         self._lock = threading.Lock()
@@ -82,9 +87,15 @@ class FakeAPI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+                route = self.path.partition("?")[0]  # Claude Code asks for /v1/messages?beta=true
+                self.stream = bool(body.get("stream"))  # answered as server-sent events
                 with api._lock:
                     api.requests.append((self.path, body))
-                    refusal = api.refusal(self.path, body)
+                    api.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    bad = api.thinking_error(route, body)
+                    if bad is not None:
+                        return self._send(400, bad, {})
+                    refusal = api.refusal(route, body)
                     if refusal is not None:
                         api.overflows += 1
                         return self._send(400, refusal, {})
@@ -105,15 +116,17 @@ class FakeAPI:
                 if step.status != 200:
                     payload = {"type": "error", "error": {"type": "api_error", "message": step.text or "scripted"}}
                     return self._send(step.status, payload, step.headers)
-                if self.path.endswith("/messages"):
+                if route.endswith("/messages"):
                     return self._send(200, api.anthropic_reply(step, body), step.headers)
-                if self.path.endswith("/chat/completions"):
+                if route.endswith("/chat/completions"):
                     return self._send(200, api.openai_reply(step, body), step.headers)
-                if self.path.endswith("/responses"):
+                if route.endswith("/responses"):
                     return self._send(200, api.responses_reply(step, body), step.headers)
                 return self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
 
             def _send(self, status, payload, headers):
+                if status == 200 and getattr(self, "stream", False):
+                    return self._send_events(sse_events(payload), headers)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -122,6 +135,19 @@ class FakeAPI:
                     self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _send_events(self, events, headers):
+                self.send_response(200)
+                self.send_header("content-type", "text/event-stream")
+                self.send_header("cache-control", "no-cache")
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()  # no length: the events are written one by one, then the connection closes
+                self.close_connection = True
+                for name, data in events:
+                    head = f"event: {name}\n" if name else ""
+                    self.wfile.write(f"{head}data: {data if isinstance(data, str) else json.dumps(data)}\n\n".encode())
+                    self.wfile.flush()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -157,6 +183,26 @@ class FakeAPI:
                                      "Please reduce the length of the messages or completion.",
                           "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
 
+    def thinking_error(self, path: str, body: dict) -> dict | None:
+        """The Messages API's refusal when thinking is enabled and the last assistant turn with
+        tool calls does not start with its thinking block, unmodified (signature checked)."""
+        if not path.endswith("/messages") or (body.get("thinking") or {}).get("type") != "enabled":
+            return None
+        if body.get("max_tokens", 0) <= body["thinking"].get("budget_tokens", 0):
+            return {"type": "error", "error": {"type": "invalid_request_error",
+                                               "message": "`max_tokens` must be greater than `thinking.budget_tokens`"}}
+        turns = [m for m in body.get("messages", []) if m["role"] == "assistant" and isinstance(m["content"], list)
+                 and any(b.get("type") == "tool_use" for b in m["content"])]
+        if not turns:
+            return None
+        first = turns[-1]["content"][0]
+        if first.get("type") == "thinking" and first.get("signature") == _signature(first.get("thinking", "")):
+            return None
+        return {"type": "error", "error": {"type": "invalid_request_error", "message":
+                f"Expected `thinking` or `redacted_thinking`, but found `{first.get('type')}`. When `thinking` is "
+                "enabled, a final `assistant` message must start with a thinking block (preceeding the lastmost set "
+                "of `tool_use` and `tool_result` blocks)."}}
+
     def anthropic_cache(self, body: dict) -> tuple[int, int]:
         """(read, written) tokens, from the request's cache_control breakpoints."""
         prefix, points = [body.get("tools"), body.get("system")], []
@@ -188,6 +234,9 @@ class FakeAPI:
 
     def anthropic_reply(self, step: Step, body: dict) -> dict:
         content = [{"type": "text", "text": step.text}] if step.text else []
+        if (body.get("thinking") or {}).get("type") == "enabled":  # signed, as the real API's are
+            thought = f"Reasoning before turn {self._n}."
+            content.insert(0, {"type": "thinking", "thinking": thought, "signature": _signature(thought)})
         for i, (name, args) in enumerate(step.tool_calls):
             content.append({"type": "tool_use", "id": f"toolu_{self._n}_{i}", "name": name,
                             "input": str(args) if isinstance(args, Raw) else args})
@@ -233,3 +282,91 @@ class FakeAPI:
                              "finish_reason": "tool_calls" if step.tool_calls else "stop"}],
                 "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
                           "prompt_tokens_details": {"cached_tokens": cached}}}
+
+
+def sse_events(reply: dict) -> list[tuple[str | None, object]]:
+    """A whole reply as the (event name, data) the provider streams when the request says
+    "stream": true: Anthropic Messages, OpenAI Responses or Chat Completions, told by its shape."""
+    if reply.get("type") == "message":
+        return _anthropic_events(reply)
+    if reply.get("object") == "response":
+        return _responses_events(reply)
+    return _chat_events(reply)
+
+
+def _anthropic_events(msg: dict) -> list:
+    start = {**msg, "content": [], "stop_reason": None, "usage": {**msg["usage"], "output_tokens": 1}}
+    out = [("message_start", {"type": "message_start", "message": start})]
+    for i, block in enumerate(msg["content"]):
+        kind = block["type"]
+        empty = {"text": {"type": "text", "text": ""}, "thinking": {"type": "thinking", "thinking": "", "signature": ""},
+                 "tool_use": {**block, "input": {}}}[kind]
+        out.append(("content_block_start", {"type": "content_block_start", "index": i, "content_block": empty}))
+        if kind == "text":
+            deltas = [{"type": "text_delta", "text": block["text"][j:j + 16]} for j in range(0, len(block["text"]), 16)]
+        elif kind == "thinking":
+            deltas = [{"type": "thinking_delta", "thinking": block["thinking"]},
+                      {"type": "signature_delta", "signature": block["signature"]}]
+        else:
+            args = block["input"] if isinstance(block["input"], str) else json.dumps(block["input"])
+            deltas = [{"type": "input_json_delta", "partial_json": args[j:j + 24]} for j in range(0, len(args), 24)]
+        out += [("content_block_delta", {"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
+        out.append(("content_block_stop", {"type": "content_block_stop", "index": i}))
+    out.append(("message_delta", {"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"],
+                                                                     "stop_sequence": None},
+                                  "usage": {"output_tokens": msg["usage"]["output_tokens"]}}))
+    out.append(("message_stop", {"type": "message_stop"}))
+    return out
+
+
+def _responses_events(resp: dict) -> list:
+    out = []
+
+    def ev(kind, **data):
+        out.append((kind, {"type": kind, "sequence_number": len(out), **data}))
+
+    ev("response.created", response={**resp, "status": "in_progress", "output": [], "usage": None})
+    ev("response.in_progress", response={**resp, "status": "in_progress", "output": [], "usage": None})
+    for i, item in enumerate(resp["output"]):
+        if item["type"] == "message":
+            ev("response.output_item.added", output_index=i, item={**item, "status": "in_progress", "content": []})
+            part = item["content"][0]
+            ev("response.content_part.added", item_id=item["id"], output_index=i, content_index=0,
+               part={**part, "text": ""})
+            for j in range(0, len(part["text"]), 16):
+                ev("response.output_text.delta", item_id=item["id"], output_index=i, content_index=0,
+                   delta=part["text"][j:j + 16], logprobs=[])
+            ev("response.output_text.done", item_id=item["id"], output_index=i, content_index=0, text=part["text"],
+               logprobs=[])
+            ev("response.content_part.done", item_id=item["id"], output_index=i, content_index=0, part=part)
+        else:
+            ev("response.output_item.added", output_index=i, item={**item, "status": "in_progress", "arguments": ""})
+            ev("response.function_call_arguments.delta", item_id=item["id"], output_index=i, delta=item["arguments"])
+            ev("response.function_call_arguments.done", item_id=item["id"], output_index=i,
+               arguments=item["arguments"])
+        ev("response.output_item.done", output_index=i, item=item)
+    ev("response.completed", response=resp)
+    return out
+
+
+def _chat_events(reply: dict) -> list:
+    head = {k: reply[k] for k in ("id", "created", "model")}
+    choice, out = reply["choices"][0], []
+
+    def chunk(delta, finish=None):
+        out.append((None, {**head, "object": "chat.completion.chunk",
+                           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+
+    msg = choice["message"]
+    chunk({"role": "assistant", "content": ""})
+    text = msg.get("content") or ""
+    for j in range(0, len(text), 16):
+        chunk({"content": text[j:j + 16]})
+    for i, call in enumerate(msg.get("tool_calls") or []):
+        chunk({"tool_calls": [{"index": i, "id": call["id"], "type": "function",
+                               "function": {"name": call["function"]["name"], "arguments": ""}}]})
+        chunk({"tool_calls": [{"index": i, "function": {"arguments": call["function"]["arguments"]}}]})
+    chunk({}, choice["finish_reason"])
+    out.append((None, {**head, "object": "chat.completion.chunk", "choices": [], "usage": reply["usage"]}))
+    out.append((None, "[DONE]"))
+    return out

@@ -3,6 +3,8 @@ of the conversation); both providers' cache usage is read, recorded and priced."
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.agents.fake_api import FakeAPI, Step, submit
@@ -43,7 +45,10 @@ def test_openai_cached_tokens_are_read_and_priced(model, base_image, tmp_path):
 
 
 def test_model_args_reach_the_api_and_run_json(base_image, tmp_path):
-    with FakeAPI([submit()]) as api:
+    """Thinking on: the fake server refuses, as the real one does, a history whose last
+    assistant turn with tool calls lost its signed thinking block; so the trial only gets
+    to submit if every block is kept."""
+    with FakeAPI(SCRIPT[:3] + [submit()]) as api:
         r, t, out = run(["py-primes", "--model", "anthropic/claude-test", "--repeats", "1", "--model-arg",
                          "thinking_budget=2048", "--model-arg", "top_k=5", "--context-window", "50000"], tmp_path,
                         env={"ANTHROPIC_BASE_URL": api.url})
@@ -51,6 +56,34 @@ def test_model_args_reach_the_api_and_run_json(base_image, tmp_path):
     body = api.requests[0][1]
     assert body["thinking"] == {"type": "enabled", "budget_tokens": 2048} and body["top_k"] == 5
     assert body["max_tokens"] > 2048
-    import json
+    last = api.requests[-1][1]["messages"]
+    kept = [m["content"][0] for m in last if m["role"] == "assistant"]
+    assert len(kept) == 3 and all(b["type"] == "thinking" and b["signature"] for b in kept)
+    assert t.correct and t.model_settings == {"thinking_budget": 2048, "top_k": 5}
     config = json.loads((out / "run.json").read_text())
     assert config["model_args"] == {"thinking_budget": 2048, "top_k": 5} and config["context_window"] == 50000
+
+
+def test_the_fake_server_refuses_a_history_that_lost_its_thinking_blocks():
+    """The check the test above relies on, through the real SDK: the API's own 400."""
+    import anthropic
+
+    with FakeAPI([SCRIPT[0], submit()]) as api:
+        client = anthropic.Anthropic(base_url=api.url, api_key="x", max_retries=0)
+        ask = dict(model="m", max_tokens=5000, thinking={"type": "enabled", "budget_tokens": 2048},
+                   messages=[{"role": "user", "content": "go"}])
+        first = client.messages.create(**ask)
+        assert first.content[0].type == "thinking"
+        call = next(b for b in first.content if b.type == "tool_use")
+        result = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "ok"}]}
+        kept = [b.model_dump() for b in first.content]
+        with pytest.raises(anthropic.BadRequestError, match="must start with a thinking block"):
+            client.messages.create(**{**ask, "messages": ask["messages"] + [
+                {"role": "assistant", "content": kept[1:]}, result]})
+        forged = [{**kept[0], "thinking": "something else"}] + kept[1:]
+        with pytest.raises(anthropic.BadRequestError):
+            client.messages.create(**{**ask, "messages": ask["messages"] + [
+                {"role": "assistant", "content": forged}, result]})
+        ok = client.messages.create(**{**ask, "messages": ask["messages"] + [
+            {"role": "assistant", "content": kept}, result]})
+        assert ok.stop_reason == "tool_use"

@@ -10,6 +10,7 @@ import pytest
 from tests.agents.fake_api import FakeAPI, Step, submit
 from tests.agents.test_react import events
 from tests.agents.test_tool_calls import PROVIDERS, provider_run
+from tests.conftest import rdbench
 
 NINE_KB = ("bash", {"command": "head -c 9000 /dev/zero | tr '\\0' x"})
 
@@ -43,3 +44,10 @@ def test_an_overflow_error_compacts_and_retries(provider, base_image, tmp_path):
     assert api.overflows >= 1 and t.compactions >= 1
     overflow = [e for e in events(out) if e["type"] == "context_overflow"]
     assert overflow and overflow[0]["new_window"] == 30_000
+    # the HTML report shows them: counted in the trial's table, each an event of its transcript
+    rep = rdbench("report", str(out), "--out", str(tmp_path / "report.html"), "--db", str(tmp_path / "r.db"))
+    assert rep.returncode == 0, rep.stderr
+    html = (tmp_path / "report.html").read_text()
+    assert f"{t.elisions} elisions, {t.compactions} compactions" in html
+    assert html.count("<span class=tag>compaction</span>") == t.compactions
+    assert html.count("<span class=tag>context overflow</span>") == len(overflow)

@@ -1,5 +1,6 @@
-"""GPU allocation: whole GPUs by id, one timing phase per GPU at a time, across threads and
-across rdbench processes. Runs without any GPU: the pool is given device ids."""
+"""Core and GPU allocation: one timing phase per core (per whole GPU) at a time, across
+threads and across rdbench processes (lock files). Runs without any GPU: the pool is given
+device ids."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from harness.cores import CorePool, GpuPool, detect_gpus
 
@@ -85,3 +87,89 @@ def test_another_process_holding_the_gpu_blocks_this_one(tmp_path):
 def test_the_core_pool_carries_a_gpu_pool():
     pool = CorePool([0], gpus=GpuPool([3]))
     assert pool.gpus.spread(1, 0) == [3]
+
+
+CORE_HOLDER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+from harness.cores import CorePool
+pool = CorePool([0, 1], lock_dir=Path(sys.argv[2]))
+with pool.exclusive(int(sys.argv[3])) as held:
+    print("held", held, time.time(), flush=True)
+    time.sleep(float(sys.argv[4]))
+    print("releasing", time.time(), flush=True)
+"""
+
+
+def _holder(tmp_path, n: int, hold_s: float) -> subprocess.Popen:
+    root = str(Path(__file__).resolve().parents[2])
+    return subprocess.Popen([sys.executable, "-c", CORE_HOLDER, root, str(tmp_path), str(n), str(hold_s)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def test_core_reservations_hold_across_threads(tmp_path):
+    pool = CorePool([0, 1], lock_dir=tmp_path)
+    with pool.exclusive(1) as a, pool.exclusive(1) as b:
+        assert sorted([a, b]) == ["0", "1"]
+    with pool.exclusive(5) as both:  # clamped to the pool
+        assert both == "0,1"
+    events = []
+
+    def second():
+        with pool.exclusive(1) as held:
+            events.append((held, time.monotonic()))
+
+    with pool.exclusive(2):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.3)
+        assert not events, "a thread timed on cores another thread holds"
+        released = time.monotonic()
+    t.join(5)
+    assert events and events[0][1] >= released
+
+
+def test_core_reservations_are_machine_wide(tmp_path):
+    """Another rdbench process (a second run, a Ray worker) holding a core: this process
+    takes the other one, and waits when it needs both."""
+    other = _holder(tmp_path, 1, 1.5)
+    line = other.stdout.readline().split()
+    assert line[0] == "held"
+    theirs = line[1]
+    pool = CorePool([0, 1], lock_dir=tmp_path)
+    with pool.exclusive(1) as mine:
+        assert mine != theirs
+    start = time.monotonic()
+    with pool.exclusive(2) as both:
+        got_at, waited = time.time(), time.monotonic() - start
+    released_at = float(other.stdout.readline().split()[1])
+    other.wait()
+    assert both == "0,1" and waited > 0.3
+    assert got_at >= released_at, "held both cores while another process held one"
+
+
+def test_a_phase_needing_many_cores_is_not_starved(tmp_path):
+    """The phase at the head of the queue keeps the cores it took: when the other core is
+    freed it gets both, though a one-core phase queued behind it meanwhile."""
+    first = _holder(tmp_path, 1, 1.0)
+    assert first.stdout.readline().startswith("held")
+    pool = CorePool([0, 1], lock_dir=tmp_path)
+    got = []
+
+    def head():
+        with pool.exclusive(2) as both:
+            got.append(both)
+            time.sleep(0.5)
+        got.append(time.time())
+
+    t = threading.Thread(target=head)
+    t.start()
+    time.sleep(0.3)  # the two-core phase is at the head of the queue now, holding one core
+    late = _holder(tmp_path, 1, 0.0)  # a one-core phase queues behind it
+    t.join(10)
+    held_line, _ = late.stdout.readline(), late.wait()
+    first.wait()
+    assert got[0] == "0,1"
+    assert held_line.startswith("held") and float(held_line.split()[2]) >= got[1], \
+        "a later one-core phase took a core while the two-core phase at the head of the queue waited"

@@ -111,3 +111,18 @@ def test_kernel_trials_without_a_gpu_count_as_correct_but_have_no_speedup(tmp_pa
     rows = rows_of(tmp_path / "mixed", [("speedup", "oracle", None, [unavailable, speedup(2.0), FAILED])])
     (g,) = aggregate(rows)
     assert g.geomean.value == pytest.approx(2.0 ** 0.5) and g.fast_p == 0.5  # over the two trials with a speedup
+
+
+def test_two_settings_of_one_model_are_two_rows(tmp_path):
+    rows = rows_of(tmp_path, [
+        ("speedup", "react", "anthropic/claude-opus-4-5", [speedup(2.0, model_settings={"thinking_budget": 8000})]),
+        ("speedup", "react", "anthropic/claude-opus-4-5", [speedup(3.0, model_settings={"thinking_budget": 8000}),
+                                                           speedup(5.0)]),
+        ("speedup", "react", "anthropic/claude-opus-4-5",
+         [speedup(4.0, model_settings={"temperature": 0.2, "thinking_budget": 1024})])])
+    groups = {g.label: g for g in aggregate(rows, load_models())}
+    assert sorted(groups) == ["Claude Opus 4.5", "Claude Opus 4.5 (temperature=0.2, thinking_budget=1024)",
+                              "Claude Opus 4.5 (thinking_budget=8000)"]
+    assert groups["Claude Opus 4.5 (thinking_budget=8000)"].trials == 2
+    assert groups["Claude Opus 4.5"].geomean.value == pytest.approx(5.0)
+    assert "thinking_budget=8000" in table_text(list(groups.values()))

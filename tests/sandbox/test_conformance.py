@@ -121,3 +121,16 @@ def test_copy_out_leaves_out_links_that_escape(sb, tmp_path):
     assert not (out / "up").exists() and not (out / "up").is_symlink()
     assert not (out / "pipe").exists()
     assert (out / "sub" / "inside").is_symlink() and (out / "sub" / "inside").read_text() == "ok\n"
+
+
+def test_output_streams_as_it_comes(sb):
+    """With on_output, each line reaches the caller when the command writes it, not at its end."""
+    seen = []
+    start = time.monotonic()
+    r = sb.exec("echo first >&2; sleep 2; echo second; echo last >&2",
+                on_output=lambda stream, text: seen.append((stream, text, time.monotonic() - start)))
+    end = time.monotonic() - start
+    assert r.stdout == "second\n" and r.stderr == "first\nlast\n"  # the answer is whole as before
+    assert seen[0][:2] == ("stderr", "first\n") and seen[0][2] < end - 1.5
+    assert "".join(t for s, t, _ in seen if s == "stderr") == "first\nlast\n"
+    assert "".join(t for s, t, _ in seen if s == "stdout") == "second\n"

@@ -1,0 +1,274 @@
+"""Installed agents: Claude Code (`claude-code`) and Codex CLI (`codex`), run non-interactively
+inside the sandbox, in /workspace, as the sandbox's non-root user, with no permission prompts
+(the container is the sandbox).
+
+They bring their own loop, so the harness cannot see their turns: their model calls go through
+the trial's gateway (agents/gateway.py) instead, which holds the key, logs the transcript and
+enforces the limits. The sandbox still has no network: the gateway's Unix socket is mounted
+into it (read-only, /run/rdbench) and a stdlib forwarder there listens on 127.0.0.1:PORT, where
+the CLI is pointed with a placeholder key. The CLIs come from the agents image (sandbox/images.py:
+`rdbench images build --agents`), pinned to the versions in sandbox.images.AGENT_CLIS.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from sandbox import Sandbox, SandboxConfig, SandboxError, SandboxFileNotFound
+from sandbox.images import AGENT_CLIS
+
+from . import AgentContext, AgentError, AgentResult, ModelError
+from .gateway import PLACEHOLDER_KEY, Gateway
+from .react import Budget, SandboxLost, TimeLimit, Transcript
+
+#: where the gateway's socket is mounted inside the sandbox, and the forwarder's port
+SOCKET_DIR = "/run/rdbench"
+PORT = 47800
+#: the agent's own files inside the sandbox (outside /workspace: not part of the submission)
+HERE = "/tmp/rdbench"
+#: seconds the CLI may take to start before the agent's wall time (which starts at its first call)
+STARTUP_S = 120
+POLL_S = 0.5
+NOTE = ("\n\n---\nYou are working alone in a sandbox (Linux, no network). The task's files are in /workspace: what "
+        "/workspace holds when you finish is graded by a hidden verifier. Work in small verified steps; stop when "
+        "you are done.\n")
+
+FORWARDER = r'''
+import socket, sys, threading
+SOCK, PORT = sys.argv[1], int(sys.argv[2])
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d:
+                break
+            b.sendall(d)
+    except OSError:
+        pass
+    try:
+        b.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+def serve(c):
+    u = socket.socket(socket.AF_UNIX)
+    try:
+        u.connect(SOCK)
+    except OSError:
+        c.close()
+        return
+    t = threading.Thread(target=pipe, args=(u, c), daemon=True)
+    t.start()
+    pipe(c, u)
+    t.join()
+    c.close()
+    u.close()
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", PORT))
+s.listen(64)
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+'''
+
+#: ends every process in the sandbox but tini, the exec server and this one's ancestors
+KILL_ALL = r'''
+import os
+keep, p = {1}, os.getpid()
+while p > 1:
+    keep.add(p)
+    with open("/proc/%d/stat" % p) as f:
+        p = int(f.read().rsplit(")", 1)[1].split()[1])
+for _ in range(3):
+    for e in os.listdir("/proc"):
+        if e.isdigit() and int(e) not in keep:
+            try:
+                os.kill(int(e), 9)
+            except OSError:
+                pass
+'''
+
+
+class InstalledAgent:
+    """A CLI agent in the sandbox, its model reached through the gateway."""
+
+    name = ""
+    binary = ""
+    providers: tuple[str, ...] = ()
+
+    def __init__(self):
+        self._socket_dir: Path | None = None
+
+    @property
+    def version(self) -> str:
+        return AGENT_CLIS[self.name][1]
+
+    def prepare_sandbox(self, config: SandboxConfig) -> SandboxConfig:
+        """The agent sandbox's config: the agents image over the task's, and the gateway's folder
+        mounted. Raises SandboxError when the agents image is missing (saying how to build it)."""
+        if config.image == "local":
+            raise SandboxError(f"the {self.name} agent needs the docker sandbox backend (its CLI is in an image)")
+        from sandbox.docker import client_from_env
+        from sandbox.images import agents_image
+
+        image = agents_image(client_from_env(), config.image)
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="rdbench-gw-", dir="/tmp"))  # a socket path has 108 bytes
+        self._socket_dir.chmod(0o755)
+        return replace(config, image=image, mounts={**config.mounts, str(self._socket_dir): SOCKET_DIR})
+
+    # --- what differs between the CLIs ---------------------------------------------------------
+    def command(self, model: str, settings: dict) -> str:
+        raise NotImplementedError
+
+    def env(self, settings: dict) -> dict[str, str]:
+        raise NotImplementedError
+
+    def files(self, model: str, settings: dict) -> dict[str, str]:
+        return {}
+
+    # --- the run --------------------------------------------------------------------------------
+    def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
+        spec = ctx.agent.model_spec
+        if spec is None or spec.provider not in self.providers:
+            raise AgentError(f"the {self.name} agent needs --model {self.providers[0]}/NAME")
+        if self._socket_dir is None:
+            raise SandboxError(f"the {self.name} agent's sandbox was not prepared (no gateway socket mounted)")
+        limits = ctx.task.agent
+        budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
+                        limits.timeout_s, spec.prices(), frozen=getattr(sandbox, "frozen_s", None))
+        transcript = Transcript(ctx.trial_dir / "transcript.jsonl")
+        settings, logs = ctx.agent.model_settings(), ctx.trial_dir / "logs"
+        try:
+            with Gateway(spec, budget, transcript, self._socket_dir / "gw.sock", logs / "gateway") as gw:
+                self._set_up(sandbox, ctx, spec.name, settings, transcript)
+                stop_reason = self._drive(sandbox, gw, budget, limits.timeout_s, logs)
+        finally:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        result = AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
+                             output_tokens=budget.output_tokens, cost_usd=budget.cost_usd,
+                             cache_read_tokens=budget.cache_read_tokens, cache_write_tokens=budget.cache_write_tokens,
+                             uncached_cost_usd=budget.uncached_cost_usd)
+        transcript.log(agent="main", type="end", **result.__dict__)
+        return result
+
+    def _set_up(self, sandbox: Sandbox, ctx: AgentContext, model: str, settings: dict, transcript: Transcript):
+        """The forwarder running, the CLI checked, its prompt, config and start script in place."""
+        sandbox.write_file(f"{HERE}/forward.py", FORWARDER.encode())
+        r = sandbox.exec(f"nohup python3 {HERE}/forward.py {SOCKET_DIR}/gw.sock {PORT} > {HERE}/forward.log 2>&1 "
+                         f"< /dev/null & for i in $(seq 200); do grep -q ready {HERE}/forward.log && exit 0; "
+                         "sleep 0.05; done; exit 1", timeout=60)
+        if not r.ok:
+            raise SandboxError(f"the gateway's forwarder did not start in the sandbox: {r.stderr[-500:]}")
+        r = sandbox.exec([self.binary, "--version"], timeout=60, env={"HOME": "/tmp"})
+        if not r.ok or self.version not in r.stdout:
+            raise SandboxError(f"{self.binary} --version in the sandbox: {r.stdout.strip()} {r.stderr[-300:]} "
+                               f"(the agents image should hold {self.name} {self.version})")
+        for path, text in self.files(model, settings).items():
+            sandbox.write_file(path, text.encode())
+        sandbox.write_file(f"{HERE}/prompt.md", (ctx.task.instruction + NOTE).encode())
+        env = {"HOME": "/tmp", **self.env(settings)}
+        command = self.command(model, settings)
+        script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+        script += (f"cd /workspace\nexec {command} < {HERE}/prompt.md > {HERE}/cli.stdout 2> {HERE}/cli.stderr\n")
+        sandbox.write_file(f"{HERE}/run.sh", script.encode())
+        transcript.log(agent="main", type="cli", name=self.name, version=r.stdout.strip(), command=command,
+                       env={k: v for k, v in env.items()})
+
+    def _drive(self, sandbox: Sandbox, gw: Gateway, budget: Budget, timeout_s: float, logs: Path) -> str:
+        """Start the CLI, wait for it to end or for a limit, end every process it left. Returns
+        the stop reason."""
+        r = sandbox.exec(f"setsid bash -c 'bash {HERE}/run.sh; echo $? > {HERE}/rc.tmp; mv {HERE}/rc.tmp {HERE}/rc' "
+                         "< /dev/null > /dev/null 2>&1 &", timeout=60)
+        if not r.ok:
+            raise SandboxError(f"could not start {self.binary}: {r.stderr[-500:]}")
+        hard = time.monotonic() + timeout_s + STARTUP_S
+        rc = None
+        try:
+            while not gw.stopped.wait(POLL_S):
+                try:
+                    text = sandbox.read_file(f"{HERE}/rc").decode(errors="replace").strip()
+                    rc = int(text) if text.lstrip("-").isdigit() else -1
+                    break
+                except SandboxFileNotFound:
+                    pass
+                late = budget.deadline is not None and budget.time_left() <= 0  # frozen time is not the agent's
+                if late or time.monotonic() >= hard + (budget.frozen() if budget.frozen is not None else 0.0):
+                    gw.halt(TimeLimit("agent wall time" if late else f"{self.name} made no model call in time"))
+            sandbox.exec(["python3", "-c", KILL_ALL], timeout=60)
+        except SandboxError as e:  # the agent killed the exec server, or ran the sandbox out of memory
+            gw.halt(SandboxLost(f"{self.name} lost the sandbox: {e}"))
+            return "sandbox_lost"
+        finally:
+            self._keep_output(sandbox, logs)
+        if gw.stop is not None:
+            return gw.stop.reason
+        if rc == 0:
+            return "submitted"
+        if gw.upstream_error is not None:
+            raise ModelError(f"{self.name} exited with {rc} after the model API failed: {gw.upstream_error}")
+        if gw.calls == 0:
+            raise SandboxError(f"{self.name} exited with {rc} before any model call: {self._stderr(sandbox)}")
+        return f"cli_exit_{rc}"
+
+    def _keep_output(self, sandbox: Sandbox, logs: Path) -> None:
+        for stream in ("stdout", "stderr"):
+            try:
+                r = sandbox.exec(["tail", "-c", "4000000", f"{HERE}/cli.{stream}"], timeout=60, max_output=4 << 20)
+                (logs / f"{self.name}.{stream}").write_text(r.stdout)
+            except SandboxError:
+                return
+
+    def _stderr(self, sandbox: Sandbox) -> str:
+        try:
+            return sandbox.read_file(f"{HERE}/cli.stderr").decode(errors="replace")[-800:]
+        except SandboxError:
+            return "(no stderr)"
+
+
+class ClaudeCodeAgent(InstalledAgent):
+    """Claude Code in print mode (`claude -p`), every tool allowed."""
+
+    name, binary, providers = "claude-code", "claude", ("anthropic",)
+
+    def command(self, model: str, settings: dict) -> str:
+        return (f"claude -p --dangerously-skip-permissions --model {shlex.quote(model)} --output-format stream-json "
+                "--verbose")
+
+    def env(self, settings: dict) -> dict[str, str]:
+        env = {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{PORT}", "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
+               "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
+        if settings.get("thinking_budget"):
+            env["MAX_THINKING_TOKENS"] = str(int(settings["thinking_budget"]))
+        return env
+
+
+class CodexAgent(InstalledAgent):
+    """Codex CLI's `codex exec`, approvals and its own sandbox off (the container is the sandbox)."""
+
+    name, binary, providers = "codex", "codex", ("openai", "openai-responses", "openai-compatible")
+
+    def command(self, model: str, settings: dict) -> str:
+        return (f"codex exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox --json "
+                f"-m {shlex.quote(model)} -")
+
+    def env(self, settings: dict) -> dict[str, str]:
+        return {"OPENAI_API_KEY": PLACEHOLDER_KEY, "CODEX_HOME": "/tmp/.codex"}
+
+    def files(self, model: str, settings: dict) -> dict[str, str]:
+        effort = f"model_reasoning_effort = {_toml(settings['reasoning_effort'])}\n" \
+            if settings.get("reasoning_effort") else ""
+        return {"/tmp/.codex/config.toml": (
+            f"model = {_toml(model)}\nmodel_provider = \"rdbench\"\n{effort}check_for_update_on_startup = false\n\n"
+            "[model_providers.rdbench]\nname = \"rdbench gateway\"\n"
+            f"base_url = \"http://127.0.0.1:{PORT}/v1\"\nenv_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n"
+            "supports_websockets = false\n")}
+
+
+def _toml(s) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -1,0 +1,124 @@
+"""The model-API gateway without a sandbox: calls go over its Unix socket, with the real
+anthropic/openai SDKs' wire formats served by the fake API. Streamed replies read the same as
+whole ones; limits refuse calls; keys are swapped; only model endpoints pass."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agents.gateway import PLACEHOLDER_KEY, Gateway, target
+from agents.react import Budget, Transcript
+from agents.wire import parse_response, summary
+from results.registry import ModelSpec
+from tests.agents.fake_api import FakeAPI, Step, sse_events
+
+STEP = Step(text="Looking at the code first.", usage=(321, 45),
+            tool_calls=[("bash", {"command": "ls -la"}), ("edit", {"a": [1, 2]})])
+
+
+def _stream(reply: dict) -> bytes:
+    return "".join((f"event: {name}\n" if name else "") + "data: "
+                   + (data if isinstance(data, str) else json.dumps(data)) + "\n\n"
+                   for name, data in sse_events(reply)).encode()
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "responses", "chat"])
+def test_a_streamed_reply_reads_as_the_whole_one(kind):
+    api = FakeAPI([])
+    make = {"anthropic": api.anthropic_reply, "responses": api.responses_reply, "chat": api.openai_reply}[kind]
+    reply = make(STEP, {})
+    family = "anthropic" if kind == "anthropic" else "openai"
+    whole = summary(family, parse_response(family, json.dumps(reply).encode(), streamed=False), 0.1)
+    streamed = summary(family, parse_response(family, _stream(reply), streamed=True), 0.1)
+    for r in (whole, streamed):
+        assert r.text == STEP.text and (r.input_tokens, r.output_tokens) == (321, 45)
+        assert [(c.name, c.args) for c in r.tool_calls] == [("bash", {"command": "ls -la"}), ("edit", {"a": [1, 2]})]
+
+
+def test_upstream_urls_keep_the_provider_conventions():
+    assert target("anthropic", "https://api.anthropic.com/", "/v1/messages?beta=true") == \
+        "https://api.anthropic.com/v1/messages?beta=true"
+    assert target("openai", "http://h:8000/v1", "/v1/responses") == "http://h:8000/v1/responses"
+
+
+def _call(sock: Path, path: str, body: dict, method: str = "POST") -> tuple[int, bytes]:
+    import http.client
+    import socket
+
+    class Conn(http.client.HTTPConnection):
+        def connect(self):
+            self.sock = socket.socket(socket.AF_UNIX)
+            self.sock.connect(str(sock))
+
+    c = Conn("sandbox", timeout=30)
+    c.request(method, path, body=json.dumps(body), headers={"authorization": f"Bearer {PLACEHOLDER_KEY}",
+                                                             "content-type": "application/json"})
+    r = c.getresponse()
+    return r.status, r.read()
+
+
+def test_limits_refuse_calls_and_keys_are_swapped(tmp_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-gateway-test")
+    budget = Budget(10, 150, None, None, 600, None)
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    with FakeAPI([Step(text="one", usage=(100, 5)), Step(text="two", usage=(100, 5))]) as api:
+        monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
+        with Gateway(ModelSpec("openai", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock, tmp_path / "raw") as gw:
+            ok = [_call(sock, "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                  for _ in range(2)]
+            # the second reply passes 150 input tokens: it is delivered, then the agent is stopped
+            assert ok[0][0] == 200 and ok[1][0] == 200 and gw.stopped.is_set()
+            status, body = _call(sock, "/v1/chat/completions", {"model": "m", "messages": []})
+            assert status == 429 and b"token_limit" in body
+            assert _call(sock, "/v1/models", {}, method="GET")[0] == 403
+            assert _call(sock, "/v1/embeddings", {"model": "m"})[0] == 403
+    assert len(api.requests) == 2 and all(h["authorization"] == "Bearer sk-real-gateway-test" for h in api.headers)
+    assert gw.stop.reason == "token_limit" and (budget.turns, budget.input_tokens) == (2, 200)
+    events = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in events] == ["start", "model_call", "model_call", "stop", "refused", "refused", "refused"]
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [
+        "0001.request.json", "0001.response", "0002.request.json", "0002.response"]
+
+
+def test_the_wall_time_runs_from_the_first_call(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    budget = Budget(10, None, None, None, 0.01, None)
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    with FakeAPI([Step(text="one")], repeat_last=True) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with Gateway(ModelSpec("anthropic", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock) as gw:
+            body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+            assert _call(sock, "/v1/messages", body)[0] == 200  # the first call always goes
+            import time
+
+            time.sleep(0.05)
+            assert _call(sock, "/v1/messages", body)[0] == 429
+    assert gw.stop.reason == "time_limit" and len(api.requests) == 1
+
+
+def test_a_chunked_request_body_is_forwarded_whole(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    body = json.dumps({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi " * 50}]}).encode()
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 40]), body[i:i + 40]) for i in range(0, len(body), 40))
+    with FakeAPI([Step(text="one")]) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
+                     Transcript(tmp_path / "t.jsonl"), sock):
+            s = socket.socket(socket.AF_UNIX)
+            s.settimeout(30)
+            s.connect(str(sock))
+            s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                      + chunked + b"0\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+            s.close()
+    assert got.startswith(b"HTTP/1.0 200") and b'"one"' in got
+    assert api.requests[0][1] == json.loads(body)
