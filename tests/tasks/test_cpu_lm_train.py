@@ -215,9 +215,10 @@ for place in PLACES:
 '''
 
 
+@pytest.mark.extended  # ~8 minutes; the same escape on py-primes: test_escapes.py::test_answers_cached_between_runs_do_not_survive
 def test_weights_cached_between_runs_do_not_survive(base_image, tmp_path):
     """Trains once with the original program and caches the weights; with runs kept apart
-    every run trains, so it measures ~1x (about 6 minutes: two runs of each program)."""
+    every run trains, so it measures ~1x (about 6-8 minutes: two runs of each program)."""
     sub = overlay(tmp_path)
     shutil.copy(sub / "train.py", sub / "original_train.py")
     (sub / "train.py").write_text(CACHING)
