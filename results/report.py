@@ -120,6 +120,12 @@ def event_html(ev: dict) -> str:
         return (f'<div class="ev ctx err"><span class=tag>context overflow</span> the provider refused '
                 f'{e(ev.get("estimated_tokens"))} tokens (window {e(ev.get("window"))} -> '
                 f'{e(ev.get("new_window"))})<pre>{e(ev.get("error"))}</pre></div>')
+    if kind == "cli":  # an installed agent (agents/installed.py): which CLI ran, and how
+        return (f'<div class=ev><span class=tag>cli</span> {e(ev.get("name"))} {e(ev.get("version"))}'
+                f'<pre>{e(ev.get("command"))}</pre></div>')
+    if kind == "refused":  # the model gateway refused a request from the sandbox
+        return (f'<div class="ev err"><span class=tag>refused</span> {e(ev.get("method"))} {e(ev.get("path"))}: '
+                f'{e(ev.get("status"))} {e(ev.get("reason"))}</div>')
     if kind in ("stop", "end"):
         fields = ", ".join(f"{k}: {v}" for k, v in ev.items() if k not in ("type", "agent", "t"))
         return f'<div class=ev><span class=tag>{e(kind)}</span> {e(fields)}</div>'

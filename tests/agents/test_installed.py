@@ -105,6 +105,8 @@ def test_claude_code_edits_the_workspace_through_the_gateway(tmp_path):
     assert r.returncode == 0, r.stderr
     html = out.read_text()
     assert "model call 3" in html and "tool result</span> Bash" in html and "RDBENCH_EOF" in html
+    assert "<span class=tag>cli</span> claude-code 2.1.332" in html
+    assert html.count("<span class=tag>refused</span>") == 5
 
 
 def test_codex_edits_the_workspace_through_the_gateway(tmp_path):
