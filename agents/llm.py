@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from . import ContextOverflow, Model, ModelError, ModelTimeout, Reply, ToolCall, ToolSpec
 from .tools import Unparsable
+from .wire import usage_tokens
 
 if TYPE_CHECKING:
     from results.registry import ModelSpec  # parsed once per run, by the run's AgentSpec
@@ -238,11 +239,8 @@ class AnthropicModel(_Conversation):
                     b["input"] = calls[-1].args if isinstance(calls[-1].args, dict) else {}
         if keep:
             self.messages.append({"role": "assistant", "content": raw["content"]})
-        u = raw.get("usage") or {}
-        read, write = u.get("cache_read_input_tokens") or 0, u.get("cache_creation_input_tokens") or 0
         text = "".join(b["text"] for b in raw["content"] if b["type"] == "text")
-        return Reply(text, calls, (u.get("input_tokens") or 0) + read + write, u.get("output_tokens") or 0,
-                     latency, raw, cache_read_tokens=read, cache_write_tokens=write)
+        return Reply(text, calls, latency_s=latency, raw=raw, **usage_tokens("anthropic", raw.get("usage")))
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:
         self.messages.append({"role": "user", "content": [
@@ -315,10 +313,8 @@ class OpenAIChatModel(_Conversation):
             self.messages.append({k: v for k, v in msg.items() if k in ("role", "content", "tool_calls")})
         calls = [ToolCall(c["id"], c["function"]["name"], _parse_args(c["function"].get("arguments")))
                  for c in msg.get("tool_calls") or []]
-        usage = raw.get("usage") or {}
-        cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-        return Reply(msg.get("content") or "", calls, usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0),
-                     latency, raw, cache_read_tokens=cached)
+        return Reply(msg.get("content") or "", calls, latency_s=latency, raw=raw,
+                     **usage_tokens("chat", raw.get("usage")))
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:
         for cid, out, err in results:
@@ -368,10 +364,7 @@ class OpenAIResponsesModel(OpenAIChatModel):
                 text += "".join(c.get("text", "") for c in item.get("content", []) if c.get("type") == "output_text")
             elif item.get("type") == "function_call":
                 calls.append(ToolCall(item["call_id"], item["name"], _parse_args(item.get("arguments"))))
-        usage = raw.get("usage") or {}
-        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-        return Reply(text, calls, usage.get("input_tokens", 0), usage.get("output_tokens", 0), latency, raw,
-                     cache_read_tokens=cached)
+        return Reply(text, calls, latency_s=latency, raw=raw, **usage_tokens("responses", raw.get("usage")))
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:
         for cid, out, err in results:

@@ -97,6 +97,22 @@ def _args(raw):
     return raw
 
 
+def usage_tokens(family: str, usage: dict | None) -> dict[str, int]:
+    """A reply's usage as Reply's token fields, for "anthropic", "responses" or "chat": the
+    built-in agent and the gateway count alike. input_tokens is every prompt token, cached
+    ones included (Anthropic reports cache reads and writes apart from its input_tokens)."""
+    u = usage or {}
+    if family == "anthropic":
+        read, write = u.get("cache_read_input_tokens") or 0, u.get("cache_creation_input_tokens") or 0
+        return dict(input_tokens=(u.get("input_tokens") or 0) + read + write, output_tokens=u.get("output_tokens") or 0,
+                    cache_read_tokens=read, cache_write_tokens=write)
+    if family == "responses":
+        return dict(input_tokens=u.get("input_tokens") or 0, output_tokens=u.get("output_tokens") or 0,
+                    cache_read_tokens=(u.get("input_tokens_details") or {}).get("cached_tokens") or 0)
+    return dict(input_tokens=u.get("prompt_tokens") or 0, output_tokens=u.get("completion_tokens") or 0,
+                cache_read_tokens=(u.get("prompt_tokens_details") or {}).get("cached_tokens") or 0)
+
+
 def summary(family: str, r: dict, latency: float) -> Reply:
     """Text, tool calls and tokens (every prompt token, cached ones included) of one reply."""
     usage = r.get("usage") or {}
@@ -105,9 +121,7 @@ def summary(family: str, r: dict, latency: float) -> Reply:
         calls = [ToolCall(b.get("id", ""), b.get("name", ""), b.get("input")) for b in blocks
                  if b.get("type") in ("tool_use", "server_tool_use")]
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        read, write = usage.get("cache_read_input_tokens") or 0, usage.get("cache_creation_input_tokens") or 0
-        return Reply(text, calls, (usage.get("input_tokens") or 0) + read + write, usage.get("output_tokens") or 0,
-                     latency, cache_read_tokens=read, cache_write_tokens=write)
+        return Reply(text, calls, latency_s=latency, **usage_tokens("anthropic", usage))
     if "output" in r:  # the Responses API
         text, calls = "", []
         for item in r.get("output") or []:
@@ -116,15 +130,11 @@ def summary(family: str, r: dict, latency: float) -> Reply:
             elif item.get("type") in ("function_call", "custom_tool_call", "local_shell_call"):
                 args = _args(item.get("arguments", item.get("input", item.get("action"))))
                 calls.append(ToolCall(item.get("call_id", ""), item.get("name", item.get("type", "")), args))
-        cached = (usage.get("input_tokens_details") or {}).get("cached_tokens") or 0
-        return Reply(text, calls, usage.get("input_tokens") or 0, usage.get("output_tokens") or 0, latency,
-                     cache_read_tokens=cached)
+        return Reply(text, calls, latency_s=latency, **usage_tokens("responses", usage))
     msg = ((r.get("choices") or [{}])[0]).get("message") or {}
     calls = [ToolCall(c.get("id", ""), (c.get("function") or {}).get("name", ""),
                       _args((c.get("function") or {}).get("arguments"))) for c in msg.get("tool_calls") or []]
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    return Reply(msg.get("content") or "", calls, usage.get("prompt_tokens") or 0,
-                 usage.get("completion_tokens") or 0, latency, cache_read_tokens=cached)
+    return Reply(msg.get("content") or "", calls, latency_s=latency, **usage_tokens("chat", usage))
 
 
 def _text(content) -> str:

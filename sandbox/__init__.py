@@ -8,12 +8,32 @@ optional SDK gives an install hint instead of an import crash.
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol, runtime_checkable
 
 #: Every container rdbench starts carries this label, so leftovers can be found.
 LABEL = "rdbench"
+
+
+def pid_alive(pid) -> bool:
+    """Whether process `pid` (an int or its text) of this host still runs: what decides
+    whether a container, a disk or a timing phase left by an rdbench process is stale. A pid
+    that is no number, or not above 0, runs nothing."""
+    try:
+        n = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if n <= 0:
+        return False
+    try:
+        os.kill(n, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
 
 #: The agent sandbox's user (uid = gid): it owns /workspace; never root.
 AGENT_UID = 1000

@@ -140,11 +140,9 @@ def run(req, emit=None):
 def handle(req, send):
     op = req.get("op")
     if op == "exec":
-        emit = None
-        if req.get("stream"):
-            def emit(stream, data):
-                send({"id": req.get("id"), "chunk": stream, "data": data})
-        return run(req, emit)
+        def emit(stream, data):
+            send({"id": req.get("id"), "chunk": stream, "data": data})
+        return run(req, emit if req.get("stream") else None)
     if op == "read":
         try:
             with open(req["path"], "rb") as f:

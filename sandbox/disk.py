@@ -19,6 +19,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from . import pid_alive
+
 #: the folders of the disk, and where they appear in the sandbox
 MOUNTS = {"workspace": "/workspace", "tmp": "/tmp", "vartmp": "/var/tmp"}
 
@@ -102,13 +104,9 @@ def remove_stale(parent: Path, own: bool = False) -> list[str]:
     removed = []
     for d in parent.glob("rdbench-disk-*-*") if parent.is_dir() else []:
         pid = d.name.split("-")[2]
-        try:
-            if not (own and pid == str(os.getpid())):
-                os.kill(int(pid), 0)
-                continue
-        except ProcessLookupError:
-            pass
-        except (ValueError, PermissionError):
+        if not pid.isdigit():
+            continue  # not one of ours: leave it
+        if not (own and pid == str(os.getpid())) and pid_alive(pid):
             continue
         disk = Disk(d)
         disk.mounted = os.path.ismount(disk.mnt)

@@ -20,7 +20,7 @@ from pathlib import Path, PurePosixPath
 import docker
 import docker.errors
 
-from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge
+from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, pid_alive
 from . import disk
 from ._client import BOOT_ARGV, ServerClient
 from .disk import MOUNTS, Disk, DiskUnavailable
@@ -374,7 +374,7 @@ def remove_containers(client: docker.DockerClient, *, run_id: str | None = None,
     for c in client.containers.list(all=True, filters=filters, ignore_removed=True):
         labels = c.labels
         if dead_only and run_id is None and labels.get("rdbench.host") == socket.gethostname():
-            if _alive(labels.get("rdbench.pid", "")):
+            if pid_alive(labels.get("rdbench.pid", "")):
                 continue  # its owner still runs
         try:
             c.remove(force=True)
@@ -385,16 +385,3 @@ def remove_containers(client: docker.DockerClient, *, run_id: str | None = None,
         FreezeBook(cache_dir() / "locks", "docker").drop_process(os.getpid(), lambda cid: _retry(client.api.unpause, cid))
     disk.remove_stale(cache_dir() / "disks", own=own)  # and those of processes killed before closing theirs
     return removed
-
-
-def _alive(pid: str) -> bool:
-    try:
-        n = int(pid)
-        if n <= 0:
-            return False
-        os.kill(n, 0)
-        return True
-    except (ValueError, ProcessLookupError):
-        return False
-    except PermissionError:
-        return True

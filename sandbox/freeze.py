@@ -26,6 +26,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
 
+from . import pid_alive
+
 
 def parse_cpuset(s: str | None) -> set[int] | None:
     """"0-2,5" -> {0, 1, 2, 5}; None (all cores) -> None."""
@@ -40,16 +42,6 @@ def parse_cpuset(s: str | None) -> set[int] | None:
 
 def overlaps(a: set[int] | None, b: set[int] | None) -> bool:
     return a is None or b is None or bool(a & b)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
 
 
 class FreezeBook:
@@ -91,7 +83,7 @@ class FreezeBook:
 
     def _prune(self, state: dict, resume: Callable[[str], None]) -> None:
         for token, phase in list(state["timing"].items()):
-            if not _alive(phase["pid"]):
+            if not pid_alive(phase["pid"]):
                 del state["timing"][token]
                 for name in list(state["frozen"]):
                     self._unfreeze(state, name, token, resume)
@@ -134,7 +126,7 @@ class FreezeBook:
         with self._state() as state:
             for token, phase in state["timing"].items():
                 theirs = None if phase["cpus"] is None else set(phase["cpus"])
-                if _alive(phase["pid"]) and overlaps(cpus, theirs):
+                if pid_alive(phase["pid"]) and overlaps(cpus, theirs):
                     self._freeze(state, name, token, pause)
 
     def frozen_s(self, name: str) -> float:
@@ -151,7 +143,7 @@ class FreezeBook:
         with self._state(write=False) as state:
             entry = state["frozen"].get(name)
             phases = [state["timing"].get(t) for t in entry["by"]] if entry and entry["since"] is not None else None
-        if not phases or any(p is not None and _alive(p["pid"]) for p in phases):
+        if not phases or any(p is not None and pid_alive(p["pid"]) for p in phases):
             return False
         with self._state() as state:
             self._prune(state, resume)

@@ -43,23 +43,29 @@ def test_spread_shares_and_exclusive_holds_whole_gpus(tmp_path):
         assert none == []
 
 
-def test_a_timing_phase_waits_for_the_gpu(tmp_path):
-    pool = GpuPool([0], lock_dir=tmp_path)
+def second_waits_for_first(pool, first_n: int, first_held=None, second_held=None) -> None:
+    """A thread asking `pool` for one device while this one holds `first_n` gets it only
+    after this one lets go (what each got checked where given)."""
     events = []
 
     def second():
         with pool.exclusive(1) as held:
-            events.append(("second", held, time.monotonic()))
+            events.append((held, time.monotonic()))
 
-    with pool.exclusive(1) as first:
-        assert first == [0]
+    with pool.exclusive(first_n) as first:
+        assert first_held is None or first == first_held
         t = threading.Thread(target=second)
         t.start()
         time.sleep(0.3)
-        assert not events, "a second trial timed on a GPU in use"
+        assert not events, "a second trial timed on what another one holds"
         released = time.monotonic()
     t.join(5)
-    assert events and events[0][1] == [0] and events[0][2] >= released
+    assert events and events[0][1] >= released
+    assert second_held is None or events[0][0] == second_held
+
+
+def test_a_timing_phase_waits_for_the_gpu(tmp_path):
+    second_waits_for_first(GpuPool([0], lock_dir=tmp_path), 1, first_held=[0], second_held=[0])
 
 
 HOLDER = """
@@ -114,20 +120,7 @@ def test_core_reservations_hold_across_threads(tmp_path):
         assert sorted([a, b]) == ["0", "1"]
     with pool.exclusive(5) as both:  # clamped to the pool
         assert both == "0,1"
-    events = []
-
-    def second():
-        with pool.exclusive(1) as held:
-            events.append((held, time.monotonic()))
-
-    with pool.exclusive(2):
-        t = threading.Thread(target=second)
-        t.start()
-        time.sleep(0.3)
-        assert not events, "a thread timed on cores another thread holds"
-        released = time.monotonic()
-    t.join(5)
-    assert events and events[0][1] >= released
+    second_waits_for_first(pool, 2)
 
 
 def test_core_reservations_are_machine_wide(tmp_path):
