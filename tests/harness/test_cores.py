@@ -4,6 +4,7 @@ device ids."""
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 import sys
 import threading
@@ -80,7 +81,7 @@ time.sleep(float(sys.argv[2]))
 def test_another_process_holding_the_gpu_blocks_this_one(tmp_path):
     """Two rdbench processes on one machine: the lock file per GPU keeps their timing apart."""
     pool = GpuPool([0], lock_dir=tmp_path)
-    other = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "gpu-0.lock"), "1.0"],
+    other = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "gpu-0.lock"), "2.0"],
                              stdout=subprocess.PIPE, text=True)
     assert other.stdout.readline().strip() == "held"
     start = time.monotonic()
@@ -126,7 +127,7 @@ def test_core_reservations_hold_across_threads(tmp_path):
 def test_core_reservations_are_machine_wide(tmp_path):
     """Another rdbench process (a second run, a Ray worker) holding a core: this process
     takes the other one, and waits when it needs both."""
-    other = _holder(tmp_path, 1, 1.5)
+    other = _holder(tmp_path, 1, 3.0)  # long enough that a slow host still finds it held
     line = other.stdout.readline().split()
     assert line[0] == "held"
     theirs = line[1]
@@ -142,10 +143,23 @@ def test_core_reservations_are_machine_wide(tmp_path):
     assert got_at >= released_at, "held both cores while another process held one"
 
 
+def head_of_queue(d: Path, got: list) -> None:
+    """Returns once a phase holds the queue lock (waiting for cores), or has its cores: no
+    guess of how long a loaded host takes to get there."""
+    deadline = time.monotonic() + 60
+    while not got and time.monotonic() < deadline:
+        with open(d / "cores.lock", "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+        time.sleep(0.01)
+
+
 def test_a_phase_needing_many_cores_is_not_starved(tmp_path):
     """The phase at the head of the queue keeps the cores it took: when the other core is
     freed it gets both, though a one-core phase queued behind it meanwhile."""
-    first = _holder(tmp_path, 1, 1.0)
+    first = _holder(tmp_path, 1, 2.0)
     assert first.stdout.readline().startswith("held")
     pool = CorePool([0, 1], lock_dir=tmp_path)
     got = []
@@ -158,7 +172,7 @@ def test_a_phase_needing_many_cores_is_not_starved(tmp_path):
 
     t = threading.Thread(target=head)
     t.start()
-    time.sleep(0.3)  # the two-core phase is at the head of the queue now, holding one core
+    head_of_queue(tmp_path, got)  # the two-core phase holds the queue (and one core) now
     late = _holder(tmp_path, 1, 0.0)  # a one-core phase queues behind it
     t.join(10)
     held_line, _ = late.stdout.readline(), late.wait()

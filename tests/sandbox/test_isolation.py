@@ -32,16 +32,18 @@ def paused(client, sb) -> bool:
 
 
 def frozen_through(sb, quiet, is_frozen=lambda: True) -> None:
-    """A command in flight through a 4 s timing phase (`quiet()`): it made no progress meanwhile,
-    completed after, and its 5 s timeout did not count the time frozen (3 s + 4 s > 5 s)."""
+    """A command in flight through an 8 s timing phase (`quiet()`): it made no progress meanwhile,
+    completed after, and its 6 s timeout did not count the time frozen (3 s + 8 s > 6 s; the
+    other 3 s are for a loaded host to start it)."""
     out = {}
-    t = threading.Thread(target=lambda: out.update(r=sb.exec(TICKS, timeout=5)))
+    ticking = threading.Event()
+    t = threading.Thread(target=lambda: out.update(r=sb.exec(TICKS, timeout=6, on_output=lambda *_: ticking.set())))
     t.start()
-    time.sleep(1.0)
+    assert ticking.wait(60), "the command never started"
     with quiet():
         frozen_at = time.time()
         assert is_frozen()
-        time.sleep(4.0)
+        time.sleep(8.0)
         thawed_at = time.time()
     t.join(60)
     r = out["r"]
