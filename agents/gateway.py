@@ -81,9 +81,19 @@ class _Server(socketserver.ThreadingUnixStreamServer):
     block_on_close = False
 
 
+def provider_fault(status: int, served_before: bool) -> bool:
+    """Whether a failed model call is one the agent in the sandbox could not have caused: the
+    provider down, unanswering (502) or over its limits (5xx, 408, 429), or the host's key
+    refused (401, 403) before any call went through. Any other answer (400, 404, 413, 422) is
+    to what the sandbox sent, and so is a 401/403 once the key has worked (headers such as
+    OpenAI-Organization pass through): those are the agent's, never a voided trial."""
+    return status >= 500 or status in (408, 429) or (status in (401, 403) and not served_before)
+
+
 class Gateway:
     """Listens on `socket_path` until `close()`. `stopped` is set once a limit stopped the agent
-    (`stop` holds it); `upstream_error` names the last call the provider failed, if any."""
+    (`stop` holds it); `upstream_error` names the last call the provider failed, if any, in a
+    way the sandbox could not have caused (`provider_fault`): only that makes a trial `infra`."""
 
     def __init__(self, spec: ModelSpec, budget: Budget, transcript: Transcript, socket_path: Path,
                  log_dir: Path | None = None):
@@ -94,6 +104,7 @@ class Gateway:
         self.stop: StopAgent | None = None
         self.upstream_error: str | None = None
         self.calls = 0
+        self._served = False  # a call went through: the host's key works
         self._lock = threading.Lock()
         self._pending: dict[str, dict] = {}  # tool calls made, results not seen yet
         self._started = False
@@ -157,10 +168,11 @@ class Gateway:
         """Log one finished call and charge it; a limit passed stops the agent."""
         with self._lock:
             if status != 200:
-                self.upstream_error = f"{path}: HTTP {status}: {data[:300].decode(errors='replace')}"
+                if provider_fault(status, self._served):
+                    self.upstream_error = f"{path}: HTTP {status}: {data[:300].decode(errors='replace')}"
                 self._log(type="model_error", path=path, status=status, output=data[:4000].decode(errors="replace"))
                 return
-            self.upstream_error = None
+            self.upstream_error, self._served = None, True
             if path.endswith("/count_tokens"):
                 return
             reply = summary(self.family, parse_response(self.family, data, streamed), latency)

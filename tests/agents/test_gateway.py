@@ -122,3 +122,24 @@ def test_a_chunked_request_body_is_forwarded_whole(tmp_path, monkeypatch):
             s.close()
     assert got.startswith(b"HTTP/1.0 200") and b'"one"' in got
     assert api.requests[0][1] == json.loads(body)
+
+
+def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, monkeypatch):
+    """A request the sandbox got wrong (400), or a 401 once the key has worked (a header it
+    sent), leaves no upstream error: the CLI's exit then ends the trial as the agent's, not
+    as `infra`. A 5xx, or a key refused from the first call, is the provider's."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-x")
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    script = [Step(status=401, text="bad key"), Step(text="one"), Step(status=400, text="bad request"),
+              Step(status=401, text="organization mismatch"), Step(status=503, text="overloaded"),
+              Step(text="two")]
+    with FakeAPI(script) as api:
+        monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
+        with Gateway(ModelSpec("openai", "m"), Budget(10, None, None, None, 600, None),
+                     Transcript(tmp_path / "t.jsonl"), sock) as gw:
+            seen = []
+            for _ in script:
+                status, _ = _call(sock, "/v1/chat/completions", body)
+                seen.append((status, gw.upstream_error is not None))
+    assert seen == [(401, True), (200, False), (400, False), (401, False), (503, True), (200, False)]
