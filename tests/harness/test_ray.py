@@ -116,7 +116,7 @@ def files(trial_dir: Path) -> set[str]:
 
 
 def run_containers(docker_client, run_id: str) -> list:
-    return docker_client.containers.list(all=True, filters={"label": f"rdbench.run={run_id}"})
+    return docker_client.containers.list(all=True, filters={"label": f"rdbench.run={run_id}"}, ignore_removed=True)
 
 
 def test_trials_land_on_both_nodes_and_come_home_like_a_local_run(cluster, tmp_path):

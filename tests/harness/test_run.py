@@ -24,6 +24,11 @@ def trials(run_dir: Path) -> dict[str, TrialResult]:
             for p in sorted((run_dir / "trials").glob("*/trial.json"))}
 
 
+def running_of(docker_client, pid: int) -> list:
+    """The running containers of the rdbench process `pid`; one removed while listed is skipped."""
+    return docker_client.containers.list(filters={"label": ["rdbench=1", f"rdbench.pid={pid}"]}, ignore_removed=True)
+
+
 def test_oracle_beats_5x_and_nop_stays_at_1x(base_image, tmp_path):
     r = rdbench("run", str(TASKS / "py-primes"), "--agent", "oracle", "--out", str(tmp_path / "oracle"))
     assert r.returncode == 0, r.stderr
@@ -102,7 +107,7 @@ def test_ctrl_c_removes_containers_and_resume_finishes(base_image, docker_client
     run_id = None
     deadline = time.time() + 120
     while time.time() < deadline and run_id is None:  # wait for the verifier container
-        for c in docker_client.containers.list(filters={"label": ["rdbench=1", f"rdbench.pid={proc.pid}"]}):
+        for c in running_of(docker_client, proc.pid):
             if "/verifier" in (c.attrs["Config"]["WorkingDir"] or ""):
                 run_id = c.labels["rdbench.run"]
         time.sleep(0.1)
@@ -158,7 +163,7 @@ def test_killed_run_leaves_containers_that_clean_removes(base_image, docker_clie
     deadline = time.time() + 120
     verifier = []
     while time.time() < deadline and not verifier:  # the verifier container lives for seconds
-        verifier = [c for c in docker_client.containers.list(filters={"label": ["rdbench=1", f"rdbench.pid={proc.pid}"]})
+        verifier = [c for c in running_of(docker_client, proc.pid)
                     if c.attrs["Config"]["WorkingDir"] == "/verifier"]
         time.sleep(0.1)
     assert verifier, "no verifier container appeared"
