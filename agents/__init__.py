@@ -67,6 +67,9 @@ class AgentContext:
 
 
 class Agent(Protocol):
+    """Optional hooks, looked up by the harness: `prepare_sandbox(config) -> config` adjusts the
+    agent sandbox before it starts; `release()` frees what that made, once the trial has ended."""
+
     name: str
 
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:

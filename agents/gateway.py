@@ -17,16 +17,18 @@ exchange kept in logs/gateway/; tokens, cache tokens and cost are summed in the 
 
 from __future__ import annotations
 
+import base64
 import http.client
 import json
 import os
 import socketserver
 import threading
 import time
+import urllib.request
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from . import ModelError
 from .react import Budget, StopAgent, Transcript
@@ -47,6 +49,29 @@ DROP = {"authorization", "x-api-key", "host", "content-length", "connection", "k
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-authenticate", "trailer", "upgrade"}
 MAX_BODY = 64 << 20  # bytes of one request (more is no model call)
 MAX_LOGGED = 32 << 20  # bytes of one response parsed for the transcript
+
+
+def connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """(connection, request target, extra headers) for a POST to `url`: through the host's proxy
+    when HTTPS_PROXY / HTTP_PROXY name one and NO_PROXY does not exempt the host (as the SDKs of
+    the built-in agent do), else straight. HTTPS goes through a CONNECT tunnel; plain HTTP is
+    sent to the proxy with the absolute URL. A proxy's user:password becomes Basic auth."""
+    u = urlsplit(url)
+    where = u.path + (f"?{u.query}" if u.query else "")
+    proxy = urllib.request.getproxies().get(u.scheme)
+    if not proxy or urllib.request.proxy_bypass(u.hostname or ""):
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        return cls(u.hostname, u.port, timeout=timeout), where, {}
+    p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    auth = {}
+    if p.username is not None:
+        cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
+        auth = {"proxy-authorization": "Basic " + base64.b64encode(cred).decode()}
+    if u.scheme == "https":
+        conn = http.client.HTTPSConnection(p.hostname, p.port or 8080, timeout=timeout)
+        conn.set_tunnel(u.hostname, u.port or 443, headers=auth)
+        return conn, where, {}
+    return http.client.HTTPConnection(p.hostname, p.port or 8080, timeout=timeout), url, auth
 
 
 def upstream(spec: ModelSpec) -> tuple[str, str, dict[str, str]]:
@@ -251,12 +276,10 @@ class Gateway:
 
             def forward(self, path, url, headers, raw, n):
                 t, data, status, streamed = time.monotonic(), bytearray(), 502, False
-                u = urlsplit(url)
-                conn = (http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection)(
-                    u.hostname, u.port, timeout=max(1.0, min(600.0, gw.budget.time_left())))
+                conn, where, via = connection(url, timeout=max(1.0, min(600.0, gw.budget.time_left())))
                 answered = False
                 try:
-                    conn.request("POST", u.path + (f"?{u.query}" if u.query else ""), body=raw, headers=headers)
+                    conn.request("POST", where, body=raw, headers={**headers, **via})
                     r = conn.getresponse()
                     status, answered = r.status, True
                     streamed = "text/event-stream" in (r.getheader("content-type") or "")

@@ -122,6 +122,12 @@ class InstalledAgent:
         self._socket_dir.chmod(0o755)
         return replace(config, image=image, mounts={**config.mounts, str(self._socket_dir): SOCKET_DIR})
 
+    def release(self) -> None:
+        """Remove the gateway's socket folder (the harness calls this when the trial ends, however)."""
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
     # --- what differs between the CLIs ---------------------------------------------------------
     def command(self, model: str, settings: dict) -> str:
         raise NotImplementedError
@@ -149,7 +155,7 @@ class InstalledAgent:
                 self._set_up(sandbox, ctx, spec.name, settings, transcript)
                 stop_reason = self._drive(sandbox, gw, budget, limits.timeout_s, logs)
         finally:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self.release()
         result = AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
                              output_tokens=budget.output_tokens, cost_usd=budget.cost_usd,
                              cache_read_tokens=budget.cache_read_tokens, cache_write_tokens=budget.cache_write_tokens,

@@ -148,6 +148,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         if sb in sandboxes:
             sandboxes.remove(sb)
 
+    agent = None
     try:
         agent = get_agent(spec.agent.name)
         with phases("agent_sandbox"):
@@ -204,6 +205,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
     finally:
         for sb in list(sandboxes):
             close(sb)
+        getattr(agent, "release", lambda: None)()  # what prepare_sandbox made, also when the sandbox never started
     if result.error_class == "infra":
         result.correct, result.value = None, None
     result.phases = dict(phases)

@@ -143,3 +143,70 @@ def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, mon
                 status, _ = _call(sock, "/v1/chat/completions", body)
                 seen.append((status, gw.upstream_error is not None))
     assert seen == [(401, True), (200, False), (400, False), (401, False), (503, True), (200, False)]
+
+
+class _Proxy:
+    """A forward HTTP proxy (absolute-URL requests) that records what it carried."""
+
+    def __init__(self):
+        import http.client
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        self.seen: list[tuple[str, str | None]] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                proxy.seen.append((self.path, self.headers.get("proxy-authorization")))
+                body = self.rfile.read(int(self.headers["content-length"]))
+                u = urlsplit(self.path)
+                c = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+                c.request("POST", u.path, body=body, headers={k: v for k, v in self.headers.items()
+                                                              if k.lower() not in ("proxy-authorization", "host")})
+                r = c.getresponse()
+                data = r.read()
+                self.send_response(r.status)
+                self.send_header("content-type", r.getheader("content-type") or "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.port = self.server.server_address[1]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_calls_go_through_the_hosts_proxy_unless_no_proxy_exempts_the_api(tmp_path, monkeypatch):
+    import base64
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTPS_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    proxy = _Proxy()
+    try:
+        with FakeAPI([Step(text="one"), Step(text="two")]) as api:
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+            monkeypatch.setenv("HTTP_PROXY", f"http://u%40corp:p%3Aw@127.0.0.1:{proxy.port}")
+            with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
+                         Transcript(tmp_path / "t.jsonl"), sock):
+                first = _call(sock, "/v1/messages", body)
+                monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+                second = _call(sock, "/v1/messages", body)
+    finally:
+        proxy.close()
+    assert first[0] == 200 and b'"one"' in first[1] and second[0] == 200 and b'"two"' in second[1]
+    # the first went through the proxy, with its credentials; NO_PROXY sent the second straight
+    assert proxy.seen == [(api.url + "/v1/messages", "Basic " + base64.b64encode(b"u@corp:p:w").decode())]
+    assert len(api.requests) == 2 and all(h["x-api-key"] == "sk-real-x" for h in api.headers)
+    assert all("proxy-authorization" not in {k.lower() for k in h} for h in api.headers)

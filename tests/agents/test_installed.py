@@ -220,3 +220,24 @@ def test_a_missing_agents_image_says_how_to_build_it_and_models_must_match(docke
     r = rdbench("run", "tasks/py-primes", "--agent", "claude-code", "--model", "anthropic/claude-sonnet-4-5",
                 "--sandbox", "local", "--out", str(tmp_path / "run2"))
     assert r.returncode != 0 and "--sandbox docker" in r.stderr
+
+
+def test_the_gateways_folder_goes_when_the_sandbox_never_starts(tmp_path):
+    """prepare_sandbox makes the gateway's socket folder; a sandbox Docker refuses to create
+    (here: under its minimum memory) is an infra trial, and the folder is removed all the same."""
+    import glob
+    import shutil
+
+    task = tmp_path / "py-primes"
+    shutil.copytree(TASKS / "py-primes", task)
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace('memory = "1g"', 'memory = "1k"'))
+    before = set(glob.glob("/tmp/rdbench-gw-*"))
+    with FakeAPI([]) as api:
+        r = rdbench("run", str(task), "--agent", "claude-code", "--model", "anthropic/claude-sonnet-4-5",
+                    "--out", str(tmp_path / "run"), "--db", str(tmp_path / "results.db"),
+                    env={"ANTHROPIC_API_KEY": "sk-x", "ANTHROPIC_BASE_URL": api.url}, timeout=600)
+    trial = json.loads((tmp_path / "run/trials/py-primes__claude-code__0/trial.json").read_text())
+    assert r.returncode != 0 and trial["error_class"] == "infra" and "memory" in trial["error"], trial
+    assert not api.requests
+    assert set(glob.glob("/tmp/rdbench-gw-*")) <= before
