@@ -7,8 +7,10 @@ Limits stop the agent by raising a StopAgent; whatever /workspace holds then is 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,35 @@ class SandboxLost(StopAgent):
     reason = "sandbox_lost"
 
 
+class FrozenInTools:
+    """The seconds a sandbox spent frozen (another trial timing on its cores) while a tool ran
+    in it: the time the agent lost. Frozen time while the loop waited on its model cost the
+    agent nothing (the model answered all the same), so it is not credited. Called like
+    `frozen_s`; tools run inside `with frozen.tool():` (concurrent ones counted once)."""
+
+    def __init__(self, frozen_s: Callable[[], float]):
+        self._frozen_s, self._lock = frozen_s, threading.Lock()
+        self._busy, self._base, self._total = 0, 0.0, 0.0
+
+    @contextlib.contextmanager
+    def tool(self):
+        with self._lock:
+            if self._busy == 0:
+                self._base = self._frozen_s()
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._total += max(0.0, self._frozen_s() - self._base)
+
+    def __call__(self) -> float:
+        with self._lock:
+            return self._total + (max(0.0, self._frozen_s() - self._base) if self._busy else 0.0)
+
+
 @dataclass
 class Budget:
     """The trial's limits and what has been spent, shared by the agent and its sub-agents."""
@@ -75,8 +106,9 @@ class Budget:
     timeout_s: float
     price: "Prices | None"
     deadline: float | None = None
-    #: seconds the sandbox has spent frozen (another trial timing on its cores): added to the
-    #: deadline, so that frozen time is not the agent's
+    #: seconds the agent lost to its sandbox being frozen (another trial timing on its cores):
+    #: added to the deadline, so that frozen time is not the agent's (FrozenInTools for the
+    #: built-in agent; all of it for an installed agent, whose CLI is frozen with the sandbox)
     frozen: Callable[[], float] | None = None
     turns: int = 0
     input_tokens: int = 0
@@ -174,8 +206,10 @@ class ReactAgent:
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         spec = ctx.agent.model_spec  # parsed once per run, where the run was built
         limits = ctx.task.agent
+        frozen_s = getattr(sandbox, "frozen_s", None)
+        self._frozen = FrozenInTools(frozen_s) if frozen_s is not None else None
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
-                        limits.timeout_s, spec.prices(), frozen=getattr(sandbox, "frozen_s", None))
+                        limits.timeout_s, spec.prices(), frozen=self._frozen)
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0
         self._settings = ctx.agent.model_settings()
         self._window = ctx.agent.context_window or spec.context_window()
@@ -234,7 +268,8 @@ class ReactAgent:
                     elif call.name in ("submit", "report", "delegate"):
                         raise ToolError(f"{call.name!r} is not a tool here")
                     else:
-                        out = run_tool(self._sandbox, call.name, call.args, time_left=budget.time_left())
+                        with self._frozen.tool() if self._frozen is not None else contextlib.nullcontext():
+                            out = run_tool(self._sandbox, call.name, call.args, time_left=budget.time_left())
                     err = False
                 except ToolError as e:
                     out, err = str(e), True

@@ -67,6 +67,32 @@ def test_an_agent_on_the_timed_cores_is_frozen_and_its_command_completes(agent, 
     assert not paused(docker_client, agent)
 
 
+def test_the_built_in_agent_is_credited_only_the_time_frozen_while_a_tool_ran(agent, tmp_path):
+    """The built-in agent's wall time is extended by the time its sandbox was frozen while one
+    of its tools ran there, not while its loop waited on the model (that call went on)."""
+    from agents.react import FrozenInTools
+
+    credit = FrozenInTools(agent.frozen_s)
+    with DockerSandbox.quiet("0", tmp_path / "locks"):  # no tool in flight: the loop is on its model
+        time.sleep(2)
+    assert agent.frozen_s() > 1.5 and credit() == 0.0
+    out, running = {}, threading.Event()
+
+    def tool():
+        with credit.tool():
+            out["r"] = agent.exec("echo go; sleep 5; echo done", timeout=60, on_output=lambda *_: running.set())
+
+    t = threading.Thread(target=tool)
+    t.start()
+    assert running.wait(60), "the command never started"
+    with DockerSandbox.quiet("0", tmp_path / "locks"):
+        time.sleep(3)
+        assert credit() > 2.0  # the deadline moves while it is frozen
+    t.join(60)
+    assert out["r"].stdout == "go\ndone\n"
+    assert 2.5 < credit() < agent.frozen_s() - 1.5
+
+
 def test_a_timing_phase_on_other_cores_leaves_the_agent_running(agent, docker_client, tmp_path):
     with DockerSandbox.quiet("1", tmp_path / "locks"):
         assert not paused(docker_client, agent)
