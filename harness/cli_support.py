@@ -213,12 +213,13 @@ def agent_spec(agent: str | None, model: str | None, base_url: str | None, repla
 
 def agents_images_or_fail(agent: str, images: dict[str, str], backend: str) -> None:
     """An installed agent's image over each task's image exists (else: how to build it)."""
-    if agent not in ("claude-code", "codex"):
+    from sandbox import SandboxError
+    from sandbox.images import AGENT_CLIS, agents_image
+
+    if agent not in AGENT_CLIS:
         return
     if backend != "docker":
         fail(f"the {agent} agent runs its CLI from an image: use --sandbox docker")
-    from sandbox import SandboxError
-    from sandbox.images import agents_image
 
     try:
         for tag in sorted(set(images.values())):

@@ -41,6 +41,7 @@ from ray.exceptions import RayError, RayTaskError
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from results.records import TrialResult, write_json_atomic
+from sandbox.images import AGENT_CLIS, agents_image_tag
 
 from .cores import CorePool
 from .executors import ExecutorError
@@ -95,8 +96,10 @@ def _node_problem(images: list[str], backend: str) -> str | None:
         return f"no Docker engine: {e}"
     missing = [tag for tag in images if not image_exists(client, tag)]
     if missing:
-        return (f"missing image(s) {', '.join(missing)}: build them there with `rdbench images build` (and the "
-                "task names, for tasks with an environment/Dockerfile), from the same rdbench version as the driver")
+        agents = " --agents" if any(tag.startswith("rdbench-agents:") for tag in missing) else ""
+        return (f"missing image(s) {', '.join(missing)}: build them there with `rdbench images build{agents}` (and "
+                "the task names, for tasks with an environment/Dockerfile), from the same rdbench version as the "
+                "driver")
     return None
 
 
@@ -214,13 +217,23 @@ class RayExecutor:
             if not self.fits(spec, nodes):
                 raise ExecutorError(f"{spec.task.name}: no node of the cluster has {r.cpus} CPU(s) and {r.gpus} "
                                     "GPU(s) for one trial")
-        needed = sorted({images[s.task.name] for s in todo})
+        needed = {images[s.task.name] for s in todo}
+        if config.backend == "docker" and config.agent.name in AGENT_CLIS:  # an installed agent: its CLIs' images
+            needed |= {agents_image_tag(tag) for tag in needed}
+        needed = sorted(needed)
         answers = self.on_each_node(probe_node, needed, config.backend)
         refused = [f"node {node['id'][:12]} ({node['host']}): {problem}" for node, problem in answers if problem]
         if refused:
             raise ExecutorError("the cluster has node(s) that cannot run trials; fix or remove them:\n  "
                                 + "\n  ".join(refused))
         self.log(f"ray cluster: {len(answers)} node(s) ready ({', '.join(sorted({n['host'] for n, _ in answers}))})")
+
+    def preflight_or_shutdown(self, config, todo: list[TrialSpec], images: dict[str, str]) -> None:
+        try:
+            self.preflight(config, todo, images)
+        except BaseException:
+            ray.shutdown()
+            raise
 
     def clean(self, run_id: str | None, dead_only: bool = True) -> list[tuple[dict[str, str], list[str]]]:
         """Remove rdbench containers on every node it reaches: those of `run_id`, else of dead runs."""
@@ -233,8 +246,8 @@ class RayExecutor:
     def trials(self, config, todo, images, on_start):
         self.connect(forwarded_env(config.agent.model is not None))
         refs: dict = {}
+        self.preflight_or_shutdown(config, todo, images)  # refused: no trial started, nothing to cancel
         try:
-            self.preflight(config, todo, images)
             tasks = {s.task.name: ray.put(tar_folder(s.task.path)) for s in todo}
             replay = Path(config.agent.replay).read_bytes() if config.agent.replay else None
             limit = config.concurrency if config.concurrency > 0 else len(todo)

@@ -255,6 +255,19 @@ def test_a_node_without_docker_is_refused_by_name(cluster, tmp_path):
     assert not list(tmp_path.glob("run/trials/*/trial.json"))  # refused before any trial started
 
 
+def test_nodes_without_an_installed_agents_image_are_refused_before_any_trial(cluster, tmp_path):
+    task = scaffold("own-image", tmp_path / "tasks")  # a task image of its own: no agents image over it anywhere
+    (task / "environment").mkdir()
+    (task / "environment" / "Dockerfile").write_text("FROM scratch\n")
+    r = rdbench("run", str(task), "--agent", "claude-code", "--model", "anthropic/claude-sonnet-4-5", "--executor",
+                "ray", "--ray-address", cluster.address, "--out", str(tmp_path / "run"),
+                env={"ANTHROPIC_API_KEY": "sk-x"})
+    err = " ".join(r.stderr.split())  # as rich wrapped it
+    assert r.returncode == 1, r.stderr
+    assert "rdbench-agents:" in err and "rdbench images build --agents" in err and "cancelled" not in err, err
+    assert not list(tmp_path.glob("run/trials/*/trial.json"))
+
+
 def test_without_ray_the_executor_says_how_to_install_it_and_help_never_imports_it(tmp_path):
     code = ("import sys; sys.modules['ray'] = None\nfrom harness.cli import app\n"
             f"sys.argv = ['rdbench', 'run', 'py-primes', '--executor', 'ray', '--out', {str(tmp_path / 'run')!r}]\n"
