@@ -3,7 +3,8 @@
 Driver (the machine that runs `rdbench run`): connects to the cluster, checks every alive
 node (Docker answers, the run's images are there), ships each task folder once to the
 object store, and submits one Ray task per trial asking for the task's `cpus` (and
-`gpus`), so that Ray never puts more trials on a node than its CPUs hold. As each
+`gpus`), so that Ray never puts more trials on a node than its CPUs hold; a trial is
+submitted (and shown as started) only when the cluster's CPUs and GPUs have room. As each
 trial finishes, its folder comes back as a tar in the task's return value and is unpacked
 into the run folder: no shared filesystem is assumed.
 
@@ -210,6 +211,18 @@ class RayExecutor:
         r = spec.task.resources
         return any(n["Resources"].get("CPU", 0) >= r.cpus and n["Resources"].get("GPU", 0) >= r.gpus for n in nodes)
 
+    @staticmethod
+    def capacity(nodes: list[dict]) -> tuple[float, float]:
+        """(CPUs, GPUs) of the cluster's alive nodes."""
+        return (sum(n["Resources"].get("CPU", 0) for n in nodes), sum(n["Resources"].get("GPU", 0) for n in nodes))
+
+    @staticmethod
+    def has_room(spec: TrialSpec, running, room: tuple[float, float]) -> bool:
+        """Whether the cluster's CPUs and GPUs hold `spec` besides the `running` trials."""
+        cpus = spec.task.resources.cpus + sum(s.task.resources.cpus for s in running)
+        gpus = spec.task.resources.gpus + sum(s.task.resources.gpus for s in running)
+        return cpus <= room[0] and gpus <= room[1]
+
     def preflight(self, config, todo: list[TrialSpec], images: dict[str, str]) -> None:
         nodes = self.nodes()
         for spec in {s.task.name: s for s in todo}.values():
@@ -252,9 +265,10 @@ class RayExecutor:
             replay = Path(config.agent.replay).read_bytes() if config.agent.replay else None
             limit = config.concurrency if config.concurrency > 0 else len(todo)
             queue = list(todo)
-            checked = time.monotonic()
+            checked, room = time.monotonic(), self.capacity(self.nodes())
             while queue or refs:
-                while queue and len(refs) < limit:
+                # submitted only when the cluster has room: a trial shown as started is one running
+                while queue and len(refs) < limit and (not refs or self.has_room(queue[0], refs.values(), room)):
                     spec = queue.pop(0)
                     res = spec.task.resources
                     refs[run_on_node.options(num_cpus=res.cpus, num_gpus=res.gpus, name=spec.trial_id).remote(
@@ -266,6 +280,7 @@ class RayExecutor:
                     yield spec, self.collect(ref, spec)
                 if time.monotonic() - checked > 10:  # the only nodes that could hold a trial died
                     checked, nodes = time.monotonic(), self.nodes()
+                    room = self.capacity(nodes)
                     for ref, spec in [(r, s) for r, s in refs.items() if not self.fits(s, nodes)]:
                         ray.cancel(ref, force=True)
                         del refs[ref]

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import docker
 import docker.errors
+import requests
 
 from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, pid_alive
 from . import disk
@@ -381,6 +382,16 @@ def remove_containers(client: docker.DockerClient, *, run_id: str | None = None,
             removed.append(c.short_id)
         except docker.errors.NotFound:
             pass
+        except docker.errors.APIError as e:  # someone else is removing it (its own trial's cleanup): wait
+            if "already in progress" not in str(e):
+                raise
+            try:
+                client.api.wait(c.id, timeout=60, condition="removed")
+            except docker.errors.NotFound:
+                pass  # gone already
+            except (docker.errors.DockerException, requests.exceptions.RequestException):
+                continue  # still going: the next clean finds it
+            removed.append(c.short_id)
     if own:  # about to exit: what this process froze is thawed, its disks unmounted
         FreezeBook(cache_dir() / "locks", "docker").drop_process(os.getpid(), lambda cid: _retry(client.api.unpause, cid))
     disk.remove_stale(cache_dir() / "disks", own=own)  # and those of processes killed before closing theirs

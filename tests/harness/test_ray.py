@@ -145,6 +145,29 @@ def test_trials_land_on_both_nodes_and_come_home_like_a_local_run(cluster, tmp_p
     assert len(rows) == 4
 
 
+def test_a_trial_is_started_only_when_the_cluster_has_room_for_it(cluster, tmp_path):
+    """Trials go to Ray as its CPUs free up, not all at once: a trial shown as started is
+    running, and the rest are queued (2 nodes of 1 CPU: at most 2 started at a time)."""
+    from harness.cli_support import images_or_fail, new_run
+    from harness.ray_exec import RayExecutor
+    from harness.run import execute
+    from results.records import AgentSpec
+
+    run = new_run(["py-primes"], AgentSpec(name="oracle"), trials=3, concurrency=None, backend="docker", repeats=1,
+                  out=tmp_path / "run", executor="ray", ray_address=cluster.address)
+    running, most = set(), []
+
+    def started(spec):
+        running.add(spec.trial_id)
+        most.append(len(running))
+
+    got = execute(run, images=images_or_fail(run.tasks, "docker", build=False),
+                  executor=RayExecutor(cluster.address, log=lambda m: None), on_start=started,
+                  on_done=lambda spec, r: running.discard(spec.trial_id))
+    assert len(got) == 3 and all(r.correct for r in got), got
+    assert max(most) == 2 and len(most) == 3, most
+
+
 def slow_task(tmp_path: Path, cpus: int) -> Path:
     """A quick task whose verifier first sleeps, with `cpus` CPUs: a trial is long enough to
     stop a node in the middle of, and only a node that large can hold it."""
