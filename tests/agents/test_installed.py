@@ -220,6 +220,7 @@ def test_a_missing_agents_image_says_how_to_build_it_and_models_must_match(docke
     r = rdbench("run", "tasks/py-primes", "--agent", "claude-code", "--model", "anthropic/claude-sonnet-4-5",
                 "--sandbox", "local", "--out", str(tmp_path / "run2"))
     assert r.returncode != 0 and "--sandbox docker" in r.stderr
+    assert not (tmp_path / "run2").exists()  # refused before a run folder was made
 
 
 def test_the_gateways_folder_goes_when_the_sandbox_never_starts(tmp_path):
