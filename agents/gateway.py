@@ -21,6 +21,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import socketserver
 import threading
 import time
@@ -48,30 +49,53 @@ DROP = {"authorization", "x-api-key", "host", "content-length", "connection", "k
 #: response headers not passed on: the gateway's connection to the sandbox is its own (HTTP/1.0, closed)
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-authenticate", "trailer", "upgrade"}
 MAX_BODY = 64 << 20  # bytes of one request (more is no model call)
+#: token-count calls (Anthropic's count_tokens) a trial may make, at least (else 4 per turn allowed)
+MAX_TOKEN_COUNTS = 200
+#: a request target forwarded as it is: printable ASCII, no spaces
+SAFE_TARGET = re.compile(r"[!-~]+")
 MAX_LOGGED = 32 << 20  # bytes of one response parsed for the transcript
 
 
-def connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
-    """(connection, request target, extra headers) for a POST to `url`: through the host's proxy
-    when HTTPS_PROXY / HTTP_PROXY name one and NO_PROXY does not exempt the host (as the SDKs of
-    the built-in agent do), else straight. HTTPS goes through a CONNECT tunnel; plain HTTP is
-    sent to the proxy with the absolute URL. A proxy's user:password becomes Basic auth."""
+def proxy_for(url: str) -> tuple[str, int, dict[str, str]] | None:
+    """(host, port, auth header) of the host's proxy for `url`: HTTPS_PROXY / HTTP_PROXY (or
+    ALL_PROXY) unless NO_PROXY exempts the host, as the built-in agent's SDKs read them; None:
+    straight. Raises ModelError for a proxy setting the gateway cannot use (the host's fault)."""
     u = urlsplit(url)
-    where = u.path + (f"?{u.query}" if u.query else "")
-    proxy = urllib.request.getproxies().get(u.scheme)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(u.scheme) or proxies.get("all")
     if not proxy or urllib.request.proxy_bypass(u.hostname or ""):
-        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
-        return cls(u.hostname, u.port, timeout=timeout), where, {}
-    p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return None
+    try:
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        port = p.port or 80
+    except ValueError as e:
+        raise ModelError(f"the host's proxy setting {proxy!r} for {u.scheme} is invalid: {e}") from None
+    if p.scheme != "http" or not p.hostname:
+        raise ModelError(f"the host's proxy setting {proxy!r} for {u.scheme}: the gateway takes http://HOST:PORT "
+                         "proxies only")
     auth = {}
     if p.username is not None:
         cred = f"{unquote(p.username)}:{unquote(p.password or '')}".encode()
         auth = {"proxy-authorization": "Basic " + base64.b64encode(cred).decode()}
+    return p.hostname, port, auth
+
+
+def connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str, dict[str, str]]:
+    """(connection, request target, extra headers) for a POST to `url`, through the host's
+    proxy (`proxy_for`) or straight. HTTPS goes through a CONNECT tunnel; plain HTTP is sent to
+    the proxy with the absolute URL. Raises ModelError for an unusable proxy setting."""
+    u = urlsplit(url)
+    where = u.path + (f"?{u.query}" if u.query else "")
+    proxy = proxy_for(url)
+    if proxy is None:
+        cls = http.client.HTTPSConnection if u.scheme == "https" else http.client.HTTPConnection
+        return cls(u.hostname, u.port, timeout=timeout), where, {}
+    host, port, auth = proxy
     if u.scheme == "https":
-        conn = http.client.HTTPSConnection(p.hostname, p.port or 8080, timeout=timeout)
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout)
         conn.set_tunnel(u.hostname, u.port or 443, headers=auth)
         return conn, where, {}
-    return http.client.HTTPConnection(p.hostname, p.port or 8080, timeout=timeout), url, auth
+    return http.client.HTTPConnection(host, port, timeout=timeout), url, auth
 
 
 def upstream(spec: ModelSpec) -> tuple[str, str, dict[str, str]]:
@@ -109,10 +133,10 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 def provider_fault(status: int, served_before: bool) -> bool:
     """Whether a failed model call is one the agent in the sandbox could not have caused: the
     provider down, unanswering (502) or over its limits (5xx, 408, 429), or the host's key
-    refused (401, 403) before any call went through. Any other answer (400, 404, 413, 422) is
+    refused (401, 403) before any call went through, or the host's proxy refusing it (407). Any other answer (400, 404, 413, 422) is
     to what the sandbox sent, and so is a 401/403 once the key has worked (headers such as
     OpenAI-Organization pass through): those are the agent's, never a voided trial."""
-    return status >= 500 or status in (408, 429) or (status in (401, 403) and not served_before)
+    return status >= 500 or status in (407, 408, 429) or (status in (401, 403) and not served_before)
 
 
 class Gateway:
@@ -124,11 +148,13 @@ class Gateway:
                  log_dir: Path | None = None):
         self.spec, self.budget, self.transcript = spec, budget, transcript
         self.family, self.base, self.auth = upstream(spec)
+        proxy_for(target(self.family, self.base, ROUTES[self.family][0]))  # an unusable proxy: ModelError now
         self.socket_path, self.log_dir = Path(socket_path), log_dir
         self.stopped = threading.Event()
         self.stop: StopAgent | None = None
         self.upstream_error: str | None = None
         self.calls = 0
+        self.token_counts = 0
         self._served = False  # a call went through: the host's key works
         self._lock = threading.Lock()
         self._pending: dict[str, dict] = {}  # tool calls made, results not seen yet
@@ -176,6 +202,10 @@ class Gateway:
                     self._halt(e)
             if self.stop is not None:
                 return f"rdbench: the trial's agent limit is reached ({self.stop.reason}: {self.stop})", 0
+            if counting:  # free of turns, so bounded apart: a flood of them could run into the provider's rate limit
+                self.token_counts += 1
+                if self.token_counts > max(MAX_TOKEN_COUNTS, 4 * self.budget.max_turns):
+                    return "rdbench: too many token-count calls in this trial", 0
             if not self._started:
                 self._started = True
                 system, user = opening(body)
@@ -245,6 +275,8 @@ class Gateway:
                 path = self.path.partition("?")[0]
                 if path not in ROUTES[gw.family]:  # absolute URLs (another host) included
                     return self.refuse(403, f"rdbench gateway: POST {self.path} is not a model endpoint")
+                if not SAFE_TARGET.fullmatch(self.path):  # what http.client would refuse to send
+                    return self.refuse(400, f"rdbench gateway: POST {self.path!r}: not a valid request target")
                 raw = self.body()
                 if raw is None:
                     return self.refuse(413, f"rdbench gateway: a request body over {MAX_BODY} bytes")
@@ -276,32 +308,41 @@ class Gateway:
 
             def forward(self, path, url, headers, raw, n):
                 t, data, status, streamed = time.monotonic(), bytearray(), 502, False
-                conn, where, via = connection(url, timeout=max(1.0, min(600.0, gw.budget.time_left())))
-                answered = False
+                conn, answered = None, False
                 try:
-                    conn.request("POST", where, body=raw, headers={**headers, **via})
-                    r = conn.getresponse()
-                    status, answered = r.status, True
-                    streamed = "text/event-stream" in (r.getheader("content-type") or "")
-                    self.send_response(status)
-                    for k, v in r.getheaders():  # the body's end is the connection's
-                        if k.lower() not in HOP and k.lower() != "content-length":
-                            self.send_header(k, v)
-                    self.send_header("connection", "close")
-                    self.end_headers()
-                    while chunk := r.read1(65536):
-                        self.wfile.write(chunk)  # as it comes: the CLI streams
-                        if len(data) < MAX_LOGGED:
-                            data += chunk
-                except (OSError, http.client.HTTPException) as e:
-                    if not answered:  # the provider did not answer (the CLI hanging up is no error)
+                    conn, where, via = connection(url, timeout=max(1.0, min(600.0, gw.budget.time_left())))
+                    try:
+                        conn.putrequest("POST", where, skip_accept_encoding=True)
+                        for k, v in {**headers, **via, "content-length": str(len(raw))}.items():
+                            conn.putheader(k, v)
+                    except (ValueError, http.client.HTTPException) as e:  # what the sandbox sent: its own fault
+                        status, data = 400, bytearray(f"rdbench gateway: request not sent: {e}".encode())
+                        self.send_error(400, "rdbench gateway: request not sent", str(e))
+                    else:
+                        conn.endheaders(raw)
+                        r = conn.getresponse()
+                        status, answered = r.status, True
+                        streamed = "text/event-stream" in (r.getheader("content-type") or "")
+                        self.send_response(status)
+                        for k, v in r.getheaders():  # the body's end is the connection's
+                            if k.lower() not in HOP and k.lower() != "content-length":
+                                self.send_header(k, v)
+                        self.send_header("connection", "close")
+                        self.end_headers()
+                        while chunk := r.read1(65536):
+                            self.wfile.write(chunk)  # as it comes: the CLI streams
+                            if len(data) < MAX_LOGGED:
+                                data += chunk
+                except (OSError, http.client.HTTPException, ModelError) as e:
+                    if not answered:  # the provider (or the host's proxy) did not answer; the CLI hanging up is no error
                         data = bytearray(f"rdbench gateway: the model API did not answer: {e!r}".encode())
                         try:
                             self.send_error(502, "model API unreachable")
                         except OSError:
                             pass
                 finally:
-                    conn.close()
+                    if conn is not None:
+                        conn.close()
                 gw.save(n, "response", bytes(data))
                 gw.account(path, status, bytes(data), streamed, time.monotonic() - t, n)
 

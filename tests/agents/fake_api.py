@@ -66,7 +66,10 @@ def submit(text: str = "done") -> Step:
 
 
 class FakeAPI:
-    def __init__(self, script: list[Step], repeat_last: bool = False, window: int | None = None):
+    def __init__(self, script: list[Step], repeat_last: bool = False, window: int | None = None,
+                 tls: tuple[str, str] | None = None):
+        """`tls`: (certificate, key) files: serve HTTPS, as the real APIs do."""
+        self.tls = tls
         self.script = list(script)
         self.repeat_last = repeat_last
         self.window = window
@@ -92,6 +95,8 @@ class FakeAPI:
                 with api._lock:
                     api.requests.append((self.path, body))
                     api.headers.append({k.lower(): v for k, v in self.headers.items()})
+                    if route.endswith("/count_tokens"):  # Anthropic's token count: no model turn
+                        return self._send(200, {"input_tokens": tokens(body)}, {})
                     bad = api.thinking_error(route, body)
                     if bad is not None:
                         return self._send(400, bad, {})
@@ -150,11 +155,17 @@ class FakeAPI:
                     self.wfile.flush()
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.server.server_address[1]}"
 
     def __enter__(self):
         self.thread.start()

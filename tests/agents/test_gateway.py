@@ -127,13 +127,14 @@ def test_a_chunked_request_body_is_forwarded_whole(tmp_path, monkeypatch):
 def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, monkeypatch):
     """A request the sandbox got wrong (400), or a 401 once the key has worked (a header it
     sent), leaves no upstream error: the CLI's exit then ends the trial as the agent's, not
-    as `infra`. A 5xx, or a key refused from the first call, is the provider's."""
+    as `infra`. A 5xx, a key refused from the first call, or the host's proxy refusing (407) is
+    the provider's."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real-x")
     sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     script = [Step(status=401, text="bad key"), Step(text="one"), Step(status=400, text="bad request"),
               Step(status=401, text="organization mismatch"), Step(status=503, text="overloaded"),
-              Step(text="two")]
+              Step(status=407, text="the host's proxy wants credentials"), Step(text="two")]
     with FakeAPI(script) as api:
         monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
         with Gateway(ModelSpec("openai", "m"), Budget(10, None, None, None, 600, None),
@@ -142,11 +143,12 @@ def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, mon
             for _ in script:
                 status, _ = _call(sock, "/v1/chat/completions", body)
                 seen.append((status, gw.upstream_error is not None))
-    assert seen == [(401, True), (200, False), (400, False), (401, False), (503, True), (200, False)]
+    assert seen == [(401, True), (200, False), (400, False), (401, False), (503, True), (407, True), (200, False)]
 
 
 class _Proxy:
-    """A forward HTTP proxy (absolute-URL requests) that records what it carried."""
+    """A forward HTTP proxy (absolute-URL requests, and CONNECT tunnels) that records what it
+    carried: (request target, Proxy-Authorization)."""
 
     def __init__(self):
         import http.client
@@ -160,6 +162,28 @@ class _Proxy:
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def do_CONNECT(self):
+                import select
+                import socket
+
+                proxy.seen.append((f"CONNECT {self.path}", self.headers.get("proxy-authorization")))
+                host, port = self.path.rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)), timeout=30)
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                ends = [self.connection, upstream]
+                while True:  # bytes both ways until either side closes
+                    readable, _, _ = select.select(ends, [], [], 30)
+                    if not readable:
+                        break
+                    chunks = [(s, s.recv(65536)) for s in readable]
+                    if any(not c for _, c in chunks):
+                        break
+                    for s, c in chunks:
+                        (upstream if s is self.connection else self.connection).sendall(c)
+                upstream.close()
+                self.close_connection = True
 
             def do_POST(self):
                 proxy.seen.append((self.path, self.headers.get("proxy-authorization")))
@@ -210,3 +234,103 @@ def test_calls_go_through_the_hosts_proxy_unless_no_proxy_exempts_the_api(tmp_pa
     assert proxy.seen == [(api.url + "/v1/messages", "Basic " + base64.b64encode(b"u@corp:p:w").decode())]
     assert len(api.requests) == 2 and all(h["x-api-key"] == "sk-real-x" for h in api.headers)
     assert all("proxy-authorization" not in {k.lower() for k in h} for h in api.headers)
+
+
+def test_https_goes_through_a_connect_tunnel_of_the_hosts_proxy(tmp_path, monkeypatch):
+    """The real APIs' path: HTTPS to the API through the proxy's CONNECT tunnel (the proxy's
+    credentials on the CONNECT, never forwarded to the API), the API's certificate checked."""
+    import base64
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the fake API's certificate is the one trusted
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    proxy = _Proxy()
+    try:
+        with FakeAPI([Step(text="through the tunnel")], tls=(str(cert), str(key))) as api:
+            assert api.url.startswith("https://")
+            monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+            monkeypatch.setenv("HTTPS_PROXY", f"http://user:pw@127.0.0.1:{proxy.port}")
+            with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
+                         Transcript(tmp_path / "t.jsonl"), sock) as gw:
+                status, reply = _call(sock, "/v1/messages", body)
+    finally:
+        proxy.close()
+    assert status == 200 and b"through the tunnel" in reply and gw.upstream_error is None
+    port = api.url.rsplit(":", 1)[1]
+    assert proxy.seen == [(f"CONNECT 127.0.0.1:{port}", "Basic " + base64.b64encode(b"user:pw").decode())]
+    assert api.headers[0]["x-api-key"] == "sk-real-x" and "proxy-authorization" not in api.headers[0]
+
+
+def test_a_proxy_setting_the_gateway_cannot_use_is_the_hosts_fault(tmp_path, monkeypatch):
+    from agents import ModelError
+    from agents.gateway import connection
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://api.example.test")
+    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    # without a port, a proxy is on port 80 (as for the SDKs); ALL_PROXY serves when no scheme's is set
+    monkeypatch.setenv("ALL_PROXY", "http://proxy.example.test")
+    conn, where, extra = connection("https://api.example.test/v1/messages?beta=true", 5)
+    assert (conn.host, conn.port, where, extra) == ("proxy.example.test", 80, "/v1/messages?beta=true", {})
+    for bad in ("socks5://proxy.example.test:1080", "http://proxy.example.test:port", "https://proxy.example.test"):
+        monkeypatch.setenv("HTTPS_PROXY", bad)
+        with pytest.raises(ModelError, match="proxy"):  # a ModelError: the trial is infra, not the agent's
+            Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
+                    Transcript(tmp_path / "t.jsonl"), Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock")
+
+
+def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(tmp_path, monkeypatch):
+    """A request target http.client would not send (a control character in its query) is
+    refused by the gateway: no provider fault, so the agent cannot make its own trial `infra`
+    with it; the next call goes through."""
+    import socket
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    with FakeAPI([Step(text="fine")]) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
+                     Transcript(tmp_path / "t.jsonl"), sock) as gw:
+            answers = []
+            for bad in (b"/v1/messages?\x01", b"/v1/messages?\xc3\xa9"):
+                s = socket.socket(socket.AF_UNIX)
+                s.settimeout(30)
+                s.connect(str(sock))
+                s.sendall(b"POST " + bad + b" HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
+                got = b""
+                while chunk := s.recv(65536):
+                    got += chunk
+                s.close()
+                answers.append(got.split(b"\r\n", 1)[0])
+            ok = _call(sock, "/v1/messages", body)
+    assert answers == [b"HTTP/1.0 400 Bad Request"] * 2, answers
+    assert gw.upstream_error is None and ok[0] == 200 and len(api.requests) == 1
+
+
+def test_token_counts_are_bounded_though_they_are_no_turns(tmp_path, monkeypatch):
+    """count_tokens calls cost no turn, so they have a bound of their own (a flood of them could
+    run into the provider's rate limit, a fault that would void the trial); past it: refused."""
+    from agents.gateway import MAX_TOKEN_COUNTS
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    with FakeAPI([Step(text="ok")], repeat_last=True) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with Gateway(ModelSpec("anthropic", "m"), Budget(2, None, None, None, 600, None),
+                     Transcript(tmp_path / "t.jsonl"), sock) as gw:
+            counted = [_call(sock, "/v1/messages/count_tokens", body)[0] for _ in range(MAX_TOKEN_COUNTS + 1)]
+            turn = _call(sock, "/v1/messages", {**body, "max_tokens": 10})[0]
+    assert counted[:-1] == [200] * MAX_TOKEN_COUNTS and counted[-1] == 403
+    assert turn == 200 and not gw.stopped.is_set()  # the turns are untouched
+    assert len(api.requests) == MAX_TOKEN_COUNTS + 1
