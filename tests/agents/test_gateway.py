@@ -146,6 +146,16 @@ def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, mon
     assert seen == [(401, True), (200, False), (400, False), (401, False), (503, True), (407, True), (200, False)]
 
 
+PROXY_VARS = ("no_proxy", "NO_PROXY", "http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+              "ALL_PROXY")
+
+
+def _no_proxies(monkeypatch) -> None:
+    """The test's own proxy settings only, whatever the host has."""
+    for name in PROXY_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
 class _Proxy:
     """A forward HTTP proxy (absolute-URL requests, and CONNECT tunnels) that records what it
     carried: (request target, Proxy-Authorization)."""
@@ -213,8 +223,7 @@ def test_calls_go_through_the_hosts_proxy_unless_no_proxy_exempts_the_api(tmp_pa
     import base64
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
-    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTPS_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    _no_proxies(monkeypatch)
     sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     proxy = _Proxy()
@@ -248,8 +257,7 @@ def test_https_goes_through_a_connect_tunnel_of_the_hosts_proxy(tmp_path, monkey
                    check=True, capture_output=True)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the fake API's certificate is the one trusted
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
-    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    _no_proxies(monkeypatch)
     sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
     proxy = _Proxy()
@@ -275,8 +283,7 @@ def test_a_proxy_setting_the_gateway_cannot_use_is_the_hosts_fault(tmp_path, mon
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     monkeypatch.setenv("ANTHROPIC_BASE_URL", "https://api.example.test")
-    for name in ("no_proxy", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy", "ALL_PROXY", "HTTP_PROXY"):
-        monkeypatch.delenv(name, raising=False)
+    _no_proxies(monkeypatch)
     # without a port, a proxy is on port 80 (as for the SDKs); ALL_PROXY serves when no scheme's is set
     monkeypatch.setenv("ALL_PROXY", "http://proxy.example.test")
     conn, where, extra = connection("https://api.example.test/v1/messages?beta=true", 5)
