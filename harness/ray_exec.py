@@ -3,8 +3,9 @@
 Driver (the machine that runs `rdbench run`): connects to the cluster, checks every alive
 node (Docker answers, the run's images are there), ships each task folder once to the
 object store, and submits one Ray task per trial asking for the task's `cpus` (and
-`gpus`), so that Ray never puts more trials on a node than its CPUs hold; a trial is
-submitted (and shown as started) only when the cluster's CPUs and GPUs have room. As each
+`gpus`), so that Ray never puts more trials on a node than its CPUs hold (the rest wait in
+Ray's queue, where an autoscaler sees them); a trial is shown as started when its node
+starts it (a message on a queue actor on the driver's node). As each
 trial finishes, its folder comes back as a tar in the task's return value and is unpacked
 into the run folder: no shared filesystem is assumed.
 
@@ -39,6 +40,7 @@ from pathlib import Path
 
 import ray
 from ray.exceptions import RayError, RayTaskError
+from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from results.records import TrialResult, write_json_atomic
@@ -142,12 +144,19 @@ def _task_folder(task_tar: bytes) -> Path:
 
 
 @ray.remote(max_retries=0)
-def run_on_node(spec: TrialSpec, task_tar: bytes, replay: bytes | None, image: str, backend: str) -> tuple[str, bytes]:
-    """One trial on this node; returns (trial.json, the trial folder as a tar)."""
+def run_on_node(spec: TrialSpec, task_tar: bytes, replay: bytes | None, image: str, backend: str,
+                starts=None) -> tuple[str, bytes]:
+    """One trial on this node, said on `starts` (a ray.util.queue.Queue) as it starts; returns
+    (trial.json, the trial folder as a tar)."""
     node = this_node()
     problem = _node_problem([image], backend)
     if problem is not None:
         raise ExecutorError(f"node {node['id'][:12]} ({node['host']}) refused: {problem}")
+    if starts is not None:  # sent, not waited for: a task blocked in ray.get lends its CPUs to another
+        try:
+            starts.actor.put_nowait.remote(spec.trial_id)
+        except Exception:  # the progress display only: never the trial's fault
+            pass
     work = Path(tempfile.mkdtemp(prefix="rdbench-ray-trial-"))
     try:
         agent = spec.agent
@@ -211,18 +220,6 @@ class RayExecutor:
         r = spec.task.resources
         return any(n["Resources"].get("CPU", 0) >= r.cpus and n["Resources"].get("GPU", 0) >= r.gpus for n in nodes)
 
-    @staticmethod
-    def capacity(nodes: list[dict]) -> tuple[float, float]:
-        """(CPUs, GPUs) of the cluster's alive nodes."""
-        return (sum(n["Resources"].get("CPU", 0) for n in nodes), sum(n["Resources"].get("GPU", 0) for n in nodes))
-
-    @staticmethod
-    def has_room(spec: TrialSpec, running, room: tuple[float, float]) -> bool:
-        """Whether the cluster's CPUs and GPUs hold `spec` besides the `running` trials."""
-        cpus = spec.task.resources.cpus + sum(s.task.resources.cpus for s in running)
-        gpus = spec.task.resources.gpus + sum(s.task.resources.gpus for s in running)
-        return cpus <= room[0] and gpus <= room[1]
-
     def preflight(self, config, todo: list[TrialSpec], images: dict[str, str]) -> None:
         nodes = self.nodes()
         for spec in {s.task.name: s for s in todo}.values():
@@ -265,22 +262,31 @@ class RayExecutor:
             replay = Path(config.agent.replay).read_bytes() if config.agent.replay else None
             limit = config.concurrency if config.concurrency > 0 else len(todo)
             queue = list(todo)
-            checked, room = time.monotonic(), self.capacity(self.nodes())
+            checked, announced = time.monotonic(), set()
+            starts = Queue(actor_options={"num_cpus": 0, "scheduling_strategy": NodeAffinitySchedulingStrategy(
+                ray.get_runtime_context().get_node_id(), soft=True)})  # the nodes' "started" messages
             while queue or refs:
-                # submitted only when the cluster has room: a trial shown as started is one running
-                while queue and len(refs) < limit and (not refs or self.has_room(queue[0], refs.values(), room)):
+                while queue and len(refs) < limit:
                     spec = queue.pop(0)
                     res = spec.task.resources
                     refs[run_on_node.options(num_cpus=res.cpus, num_gpus=res.gpus, name=spec.trial_id).remote(
-                        spec, tasks[spec.task.name], replay, images[spec.task.name], config.backend)] = spec
-                    on_start(spec)
-                done, _ = ray.wait(list(refs), num_returns=1, timeout=0.5)
-                for ref in done:
+                        spec, tasks[spec.task.name], replay, images[spec.task.name], config.backend, starts)] = spec
+                # the starts first, then the results: a trial that started on a freed CPU is shown
+                # after the one that freed it is done (its result gets half a second to arrive)
+                began = self.started(starts)
+                ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0.5 if began else 0)
+                for ref in ready:
                     spec = refs.pop(ref)
                     yield spec, self.collect(ref, spec)
+                live = {s.trial_id: s for s in refs.values()}
+                for trial_id in began:
+                    if trial_id in live and trial_id not in announced:
+                        announced.add(trial_id)
+                        on_start(live[trial_id])
+                if refs:
+                    ray.wait(list(refs), num_returns=1, timeout=0.5)
                 if time.monotonic() - checked > 10:  # the only nodes that could hold a trial died
                     checked, nodes = time.monotonic(), self.nodes()
-                    room = self.capacity(nodes)
                     for ref, spec in [(r, s) for r, s in refs.items() if not self.fits(s, nodes)]:
                         ray.cancel(ref, force=True)
                         del refs[ref]
@@ -291,6 +297,16 @@ class RayExecutor:
             raise
         finally:
             ray.shutdown()
+
+    @staticmethod
+    def started(starts: Queue) -> list[str]:
+        """The trial ids the nodes said they started since the last look (none if the queue's
+        actor is gone: the display then shows such trials when they are done)."""
+        try:
+            n = starts.qsize()
+            return starts.get_nowait_batch(n) if n else []
+        except Exception:  # RayActorError and kin: progress only
+            return []
 
     def collect(self, ref, spec: TrialSpec) -> TrialResult:
         """A finished trial's result, its folder unpacked into the run folder."""

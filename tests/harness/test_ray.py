@@ -145,9 +145,9 @@ def test_trials_land_on_both_nodes_and_come_home_like_a_local_run(cluster, tmp_p
     assert len(rows) == 4
 
 
-def test_a_trial_is_started_only_when_the_cluster_has_room_for_it(cluster, tmp_path):
-    """Trials go to Ray as its CPUs free up, not all at once: a trial shown as started is
-    running, and the rest are queued (2 nodes of 1 CPU: at most 2 started at a time)."""
+def test_a_trial_shows_as_started_when_its_node_starts_it(cluster, tmp_path):
+    """All trials go to Ray at once, but a trial is shown as started only when a node starts
+    it, after the one whose CPU it takes is done (2 nodes of 1 CPU: at most 2 at a time)."""
     from harness.cli_support import images_or_fail, new_run
     from harness.ray_exec import RayExecutor
     from harness.run import execute
