@@ -81,7 +81,6 @@ def run(
                           {"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
                           model_args=model_arg or [], context_window=context_window)
         runner = executor_or_fail(executor or "local", ray_address)
-        agents_images_or_fail(spec.name, {}, sandbox)  # an installed agent on --sandbox local: before any folder
         the_run = new_run(tasks, spec, trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
                           out=out, executor=executor or "local", ray_address=ray_address, freeze=freeze)
     cfg, pending = the_run.config, the_run.pending()

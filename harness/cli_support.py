@@ -240,6 +240,7 @@ def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrenc
         fail("name at least one task (e.g. tasks/py-primes), or --resume a run")
     if backend not in ("docker", "local"):
         fail(f"unknown sandbox backend {backend!r}; choose docker or local")
+    agents_images_or_fail(spec.name, {}, backend)  # an installed agent on --sandbox local: refused here
     try:
         tasks = [with_limits(t, spec.limits.given()) for t in load_tasks(task_names)]
     except ValueError as e:  # an override the task's [agent] schema refuses
