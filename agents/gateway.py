@@ -132,10 +132,11 @@ class _Server(socketserver.ThreadingUnixStreamServer):
 
 def provider_fault(status: int, served_before: bool) -> bool:
     """Whether a failed model call is one the agent in the sandbox could not have caused: the
-    provider down, unanswering (502) or over its limits (5xx, 408, 429), or the host's key
-    refused (401, 403) before any call went through, or the host's proxy refusing it (407). Any other answer (400, 404, 413, 422) is
-    to what the sandbox sent, and so is a 401/403 once the key has worked (headers such as
-    OpenAI-Organization pass through): those are the agent's, never a voided trial."""
+    provider down, unanswering (502) or over its limits (5xx, 408, 429), the host's key refused
+    (401, 403) before any call went through, or the host's proxy refusing it (407). Any other
+    answer (400, 404, 413, 422) is to what the sandbox sent, and so is a 401/403 once the key
+    has worked (headers such as OpenAI-Organization pass through): those are the agent's,
+    never a voided trial."""
     return status >= 500 or status in (407, 408, 429) or (status in (401, 403) and not served_before)
 
 
@@ -334,7 +335,7 @@ class Gateway:
                             if len(data) < MAX_LOGGED:
                                 data += chunk
                 except (OSError, http.client.HTTPException, ModelError) as e:
-                    if not answered:  # the provider (or the host's proxy) did not answer; the CLI hanging up is no error
+                    if not answered:  # no answer from the provider or the host's proxy (the CLI hanging up: no error)
                         data = bytearray(f"rdbench gateway: the model API did not answer: {e!r}".encode())
                         try:
                             self.send_error(502, "model API unreachable")

@@ -238,13 +238,6 @@ class RayExecutor:
                                 + "\n  ".join(refused))
         self.log(f"ray cluster: {len(answers)} node(s) ready ({', '.join(sorted({n['host'] for n, _ in answers}))})")
 
-    def preflight_or_shutdown(self, config, todo: list[TrialSpec], images: dict[str, str]) -> None:
-        try:
-            self.preflight(config, todo, images)
-        except BaseException:
-            ray.shutdown()
-            raise
-
     def clean(self, run_id: str | None, dead_only: bool = True) -> list[tuple[dict[str, str], list[str]]]:
         """Remove rdbench containers on every node it reaches: those of `run_id`, else of dead runs."""
         self.connect(forwarded_env(False))
@@ -256,7 +249,11 @@ class RayExecutor:
     def trials(self, config, todo, images, on_start):
         self.connect(forwarded_env(config.agent.model is not None))
         refs: dict = {}
-        self.preflight_or_shutdown(config, todo, images)  # refused: no trial started, nothing to cancel
+        try:
+            self.preflight(config, todo, images)
+        except BaseException:  # refused: no trial started, nothing to cancel
+            ray.shutdown()
+            raise
         try:
             tasks = {s.task.name: ray.put(tar_folder(s.task.path)) for s in todo}
             replay = Path(config.agent.replay).read_bytes() if config.agent.replay else None

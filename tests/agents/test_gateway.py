@@ -45,6 +45,21 @@ def test_upstream_urls_keep_the_provider_conventions():
     assert target("openai", "http://h:8000/v1", "/v1/responses") == "http://h:8000/v1/responses"
 
 
+def _sock() -> Path:
+    """A fresh gateway socket path (a socket path has 108 bytes: under /tmp, not tmp_path)."""
+    return Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+
+
+def _anthropic_gateway(tmp_path: Path, sock: Path, turns: int = 5) -> Gateway:
+    """A gateway to the Anthropic API at ANTHROPIC_BASE_URL, `turns` model calls allowed."""
+    return Gateway(ModelSpec("anthropic", "m"), Budget(turns, None, None, None, 600, None),
+                   Transcript(tmp_path / "t.jsonl"), sock)
+
+
+#: one small Anthropic request
+HI = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+
+
 def _call(sock: Path, path: str, body: dict, method: str = "POST") -> tuple[int, bytes]:
     import http.client
     import socket
@@ -64,7 +79,7 @@ def _call(sock: Path, path: str, body: dict, method: str = "POST") -> tuple[int,
 def test_limits_refuse_calls_and_keys_are_swapped(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real-gateway-test")
     budget = Budget(10, 150, None, None, 600, None)
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    sock = _sock()
     with FakeAPI([Step(text="one", usage=(100, 5)), Step(text="two", usage=(100, 5))]) as api:
         monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
         with Gateway(ModelSpec("openai", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock, tmp_path / "raw") as gw:
@@ -87,16 +102,15 @@ def test_limits_refuse_calls_and_keys_are_swapped(tmp_path, monkeypatch):
 def test_the_wall_time_runs_from_the_first_call(tmp_path, monkeypatch):
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     budget = Budget(10, None, None, None, 0.01, None)
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    sock = _sock()
     with FakeAPI([Step(text="one")], repeat_last=True) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         with Gateway(ModelSpec("anthropic", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock) as gw:
-            body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-            assert _call(sock, "/v1/messages", body)[0] == 200  # the first call always goes
+            assert _call(sock, "/v1/messages", HI)[0] == 200  # the first call always goes
             import time
 
             time.sleep(0.05)
-            assert _call(sock, "/v1/messages", body)[0] == 429
+            assert _call(sock, "/v1/messages", HI)[0] == 429
     assert gw.stop.reason == "time_limit" and len(api.requests) == 1
 
 
@@ -104,13 +118,12 @@ def test_a_chunked_request_body_is_forwarded_whole(tmp_path, monkeypatch):
     import socket
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    sock = _sock()
     body = json.dumps({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi " * 50}]}).encode()
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 40]), body[i:i + 40]) for i in range(0, len(body), 40))
     with FakeAPI([Step(text="one")]) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
-        with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
-                     Transcript(tmp_path / "t.jsonl"), sock):
+        with _anthropic_gateway(tmp_path, sock):
             s = socket.socket(socket.AF_UNIX)
             s.settimeout(30)
             s.connect(str(sock))
@@ -130,7 +143,7 @@ def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, mon
     as `infra`. A 5xx, a key refused from the first call, or the host's proxy refusing (407) is
     the provider's."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-real-x")
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    sock = _sock()
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     script = [Step(status=401, text="bad key"), Step(text="one"), Step(status=400, text="bad request"),
               Step(status=401, text="organization mismatch"), Step(status=503, text="overloaded"),
@@ -224,18 +237,16 @@ def test_calls_go_through_the_hosts_proxy_unless_no_proxy_exempts_the_api(tmp_pa
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     _no_proxies(monkeypatch)
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
-    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    sock = _sock()
     proxy = _Proxy()
     try:
         with FakeAPI([Step(text="one"), Step(text="two")]) as api:
             monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
             monkeypatch.setenv("HTTP_PROXY", f"http://u%40corp:p%3Aw@127.0.0.1:{proxy.port}")
-            with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
-                         Transcript(tmp_path / "t.jsonl"), sock):
-                first = _call(sock, "/v1/messages", body)
+            with _anthropic_gateway(tmp_path, sock):
+                first = _call(sock, "/v1/messages", HI)
                 monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-                second = _call(sock, "/v1/messages", body)
+                second = _call(sock, "/v1/messages", HI)
     finally:
         proxy.close()
     assert first[0] == 200 and b'"one"' in first[1] and second[0] == 200 and b'"two"' in second[1]
@@ -258,17 +269,15 @@ def test_https_goes_through_a_connect_tunnel_of_the_hosts_proxy(tmp_path, monkey
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # the fake API's certificate is the one trusted
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     _no_proxies(monkeypatch)
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
-    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    sock = _sock()
     proxy = _Proxy()
     try:
         with FakeAPI([Step(text="through the tunnel")], tls=(str(cert), str(key))) as api:
             assert api.url.startswith("https://")
             monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
             monkeypatch.setenv("HTTPS_PROXY", f"http://user:pw@127.0.0.1:{proxy.port}")
-            with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
-                         Transcript(tmp_path / "t.jsonl"), sock) as gw:
-                status, reply = _call(sock, "/v1/messages", body)
+            with _anthropic_gateway(tmp_path, sock) as gw:
+                status, reply = _call(sock, "/v1/messages", HI)
     finally:
         proxy.close()
     assert status == 200 and b"through the tunnel" in reply and gw.upstream_error is None
@@ -291,8 +300,7 @@ def test_a_proxy_setting_the_gateway_cannot_use_is_the_hosts_fault(tmp_path, mon
     for bad in ("socks5://proxy.example.test:1080", "http://proxy.example.test:port", "https://proxy.example.test"):
         monkeypatch.setenv("HTTPS_PROXY", bad)
         with pytest.raises(ModelError, match="proxy"):  # a ModelError: the trial is infra, not the agent's
-            Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
-                    Transcript(tmp_path / "t.jsonl"), Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock")
+            _anthropic_gateway(tmp_path, _sock())
 
 
 def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(tmp_path, monkeypatch):
@@ -302,12 +310,10 @@ def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(
     import socket
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
-    body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    sock = _sock()
     with FakeAPI([Step(text="fine")]) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
-        with Gateway(ModelSpec("anthropic", "m"), Budget(5, None, None, None, 600, None),
-                     Transcript(tmp_path / "t.jsonl"), sock) as gw:
+        with _anthropic_gateway(tmp_path, sock) as gw:
             answers = []
             for bad in (b"/v1/messages?\x01", b"/v1/messages?\xc3\xa9"):
                 s = socket.socket(socket.AF_UNIX)
@@ -319,7 +325,7 @@ def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(
                     got += chunk
                 s.close()
                 answers.append(got.split(b"\r\n", 1)[0])
-            ok = _call(sock, "/v1/messages", body)
+            ok = _call(sock, "/v1/messages", HI)
     assert answers == [b"HTTP/1.0 400 Bad Request"] * 2, answers
     assert gw.upstream_error is None and ok[0] == 200 and len(api.requests) == 1
 
@@ -330,12 +336,11 @@ def test_token_counts_are_bounded_though_they_are_no_turns(tmp_path, monkeypatch
     from agents.gateway import MAX_TOKEN_COUNTS
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
-    sock = Path("/tmp") / f"gw-{uuid.uuid4().hex[:8]}.sock"
+    sock = _sock()
     body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
     with FakeAPI([Step(text="ok")], repeat_last=True) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
-        with Gateway(ModelSpec("anthropic", "m"), Budget(2, None, None, None, 600, None),
-                     Transcript(tmp_path / "t.jsonl"), sock) as gw:
+        with _anthropic_gateway(tmp_path, sock, turns=2) as gw:
             counted = [_call(sock, "/v1/messages/count_tokens", body)[0] for _ in range(MAX_TOKEN_COUNTS + 1)]
             turn = _call(sock, "/v1/messages", {**body, "max_tokens": 10})[0]
     assert counted[:-1] == [200] * MAX_TOKEN_COUNTS and counted[-1] == 403
