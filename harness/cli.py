@@ -133,7 +133,7 @@ def verify(
         with containers(sandbox), pool.exclusive(spec.resources.cpus) as cpuset, \
                 quiet(get_backend(sandbox), cpuset, pool):
             v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset,
-                              repeats=repeats, seed=seed)
+                              repeats=repeats, seed=seed, on_stderr=sys.stderr.write)  # progress, live
     except (SandboxError, VerifierError) as e:
         fail(str(e), 1)
     console.print_json(v.model_dump_json())

@@ -59,18 +59,26 @@ def prepare(sb: Sandbox, task: TaskSpec) -> None:
         sb.write_file(f"/verifier/{kit.name}", kit.read_bytes(), mode=0o600)
 
 
-def _to_log(f):
+def _stderr_to(sinks):
+    """An on_output that hands the verifier's stderr, as it comes, to each of `sinks` (files or
+    callables): its progress lines reach the run's log and `rdbench verify`'s stderr live."""
     def write(stream: str, text: str) -> None:
-        if stream == "stderr":
-            f.write(text)
-            f.flush()
-    return write
+        if stream != "stderr":
+            return
+        for sink in sinks:
+            if callable(sink):
+                sink(text)
+            else:
+                sink.write(text)
+                sink.flush()
+    return write if sinks else None
 
 
 def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = None,
-          repeats: int | None = None, seed: int | None = None) -> VerifierResult:
+          repeats: int | None = None, seed: int | None = None, on_stderr=None) -> VerifierResult:
     """Copy the submission into a prepared verifier sandbox and run the verifier.
-    `repeats` overrides the task's number of timed runs (fewer: quicker, noisier)."""
+    `repeats` overrides the task's number of timed runs (fewer: quicker, noisier).
+    `on_stderr(text)` gets the verifier's stderr (its progress lines) as it is written."""
     sb.copy_in(submission, "/submission", owner=0, mode=0o700)
     token = secrets.token_hex(16)
     seed = secrets.randbits(62) if seed is None else seed
@@ -88,8 +96,9 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         log_dir.mkdir(parents=True, exist_ok=True)
         live = open(log_dir / "verifier.stderr", "w")
     try:
+        sinks = [x for x in (live, on_stderr) if x is not None]
         r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s,
-                    max_output=4 << 20, on_output=None if live is None else _to_log(live))
+                    max_output=4 << 20, on_output=_stderr_to(sinks))
     finally:
         if live is not None:
             live.close()
@@ -116,16 +125,16 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
 def verify_folder(task: TaskSpec, submission: Path, *, backend, image: str, cpuset: str | None = None,
                   labels: dict[str, str] | None = None, log_dir: Path | None = None,
                   repeats: int | None = None, gpus: list[int] | None = None,
-                  seed: int | None = None) -> VerifierResult:
+                  seed: int | None = None, on_stderr=None) -> VerifierResult:
     """Grade a folder from scratch: fresh sandbox, prepare, grade, destroy. `gpus` None: the
     task's number of this machine's GPUs, held under the machine-wide GPU locks meanwhile."""
     if gpus is None:
         with GpuPool().exclusive(task.resources.gpus) as held:
             return verify_folder(task, submission, backend=backend, image=image, cpuset=cpuset, labels=labels,
-                                 log_dir=log_dir, repeats=repeats, gpus=held, seed=seed)
+                                 log_dir=log_dir, repeats=repeats, gpus=held, seed=seed, on_stderr=on_stderr)
     sb = backend(verifier_config(task, image, cpuset, labels or {}, gpus))
     try:
         prepare(sb, task)
-        return grade(sb, task, submission, log_dir, repeats, seed)
+        return grade(sb, task, submission, log_dir, repeats, seed, on_stderr)
     finally:
         sb.close()

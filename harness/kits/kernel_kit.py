@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import tempfile
 
@@ -52,6 +53,42 @@ class Problem:
 
 
 JIT_RE = re.compile(r"@\s*triton\s*\.\s*(jit|autotune|heuristics)\b|\btriton\s*\.\s*jit\s*\(")
+#: Bounds of every walk over a submitted or run-written folder: deeper folders and entries past
+#: the count are not looked at (a submission cannot make the verifier recurse or walk forever).
+WALK_MAX_DEPTH, WALK_MAX_ENTRIES = 32, 20000
+
+
+def py_files(root):
+    """The .py files under `root` (relative paths, sorted), walked iteratively, links not
+    followed, at most WALK_MAX_DEPTH folders deep and WALK_MAX_ENTRIES entries in all."""
+    found, stack, seen = [], [("", 0)], 0
+    while stack and seen < WALK_MAX_ENTRIES:
+        rel, depth = stack.pop()
+        try:
+            entries = list(os.scandir(os.path.join(root, rel)))
+        except OSError:
+            continue
+        for e in entries[:WALK_MAX_ENTRIES - seen]:
+            seen += 1
+            path = os.path.join(rel, e.name)
+            if e.is_dir(follow_symlinks=False):
+                if depth + 1 < WALK_MAX_DEPTH:
+                    stack.append((path, depth + 1))
+            elif e.name.endswith(".py") and e.is_file(follow_symlinks=False):
+                found.append(path)
+    return sorted(found)
+
+
+def read_text(root, rel, max_bytes=1 << 20):
+    """A regular file's text (not a link), at most `max_bytes`; None when it cannot be read."""
+    try:
+        fd = os.open(os.path.join(root, rel), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        return f.read(max_bytes).decode("utf-8", "replace")
 
 
 def static_check(submission, module):
@@ -59,15 +96,9 @@ def static_check(submission, module):
     quick first check: the text alone proves nothing; the witness's replay does)."""
     if not os.path.isfile(os.path.join(submission, module + ".py")):
         return "no %s.py in the submission" % module
-    for root, dirs, files in os.walk(submission):
-        for name in files:
-            if name.endswith(".py"):
-                try:
-                    with open(os.path.join(root, name), errors="replace") as f:
-                        if JIT_RE.search(f.read()):
-                            return None
-                except OSError:
-                    pass
+    for rel in py_files(submission):
+        if JIT_RE.search(read_text(submission, rel) or ""):
+            return None
     return "no @triton.jit kernel anywhere in the submission"
 
 
@@ -107,6 +138,34 @@ class Verifier:
         if not self.gpu and os.path.exists("/dev/nvidiactl"):
             self.details["gpu_note"] = ("a GPU was given, but this sandbox's torch %s cannot use it (a CPU build?): "
                                         "correctness only" % torch.__version__)
+        self.caches = {role: self.role_cache(kit, uid) for role, uid in (
+            ("candidate", kit.CANDIDATE_UID), ("witness", kit.CANDIDATE_UID), ("reference", kit.BASELINE_UID))}
+        self.processes = dict.fromkeys(self.caches, 0)
+
+    @staticmethod
+    def role_cache(kit, uid):
+        """One role's compile caches for this verification: (gate, folder). The gate is a fresh
+        root-owned folder, closed (0700) but while a process of its role runs (0711); the folder
+        in it belongs to the role's user. The candidate and the witness share a uid, so the
+        gates keep them apart: while one runs, the other's gate is shut, and every process of
+        the uid is killed after each run. So what a candidate's process wrote is never loaded
+        by the witness or the reference, and the reference's user cannot reach the others'."""
+        gate = tempfile.mkdtemp(prefix="caches-", dir=kit._kit_dir())  # root-only folder: 0711, not listable
+        folder = os.path.join(gate, "c")
+        os.mkdir(folder, 0o700)
+        for sub in ("triton", "inductor", "cuda", "xdg"):
+            os.mkdir(os.path.join(folder, sub), 0o700)
+        subprocess.run(["chown", "-R", "%d:%d" % (uid, uid), "--", folder], check=False,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return gate, folder
+
+    def cache_env(self, role):
+        """The environment that points every compile cache of a process at its role's folder."""
+        folder = self.caches[role][1]
+        return {"TRITON_HOME": folder, "TRITON_CACHE_DIR": os.path.join(folder, "triton"),
+                "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, "inductor"),
+                "CUDA_CACHE_PATH": os.path.join(folder, "cuda"), "XDG_CACHE_HOME": os.path.join(folder, "xdg"),
+                "RDBENCH_ROLE": role}
 
     def seeded(self, cases):
         return [dict(c, seed=self.rng.getrandbits(40)) for c in cases]
@@ -115,7 +174,9 @@ class Verifier:
 
     def launch(self, src, uid, job, extra_files=(), witness=False):
         """Run one runner (or, with witness, one witness) process as `uid` on a fresh private copy
-        of `src`; return (ok, note, report, results folder). The caller removes the folder."""
+        of `src`, with its role's compile caches; return (ok, note, report, results folder). The
+        caller removes the folder (`self.remove`)."""
+        role = "witness" if witness else "candidate" if uid == self.kit.CANDIDATE_UID else "reference"
         work = self.kit.stage(src, uid)
         parent = os.path.dirname(work)
         results, home = os.path.join(parent, "results"), os.path.join(parent, "home")
@@ -130,15 +191,20 @@ class Verifier:
         with open(job_path, "w") as f:
             json.dump(job, f)
         self.kit.give(job_path, uid)
-        env = {"HOME": home, "TRITON_CACHE_DIR": os.path.join(home, "triton"),
-               "TORCHINDUCTOR_CACHE_DIR": os.path.join(home, "inductor"), "PYTHONDONTWRITEBYTECODE": "1"}
+        env = dict(self.cache_env(role), HOME=home, PYTHONDONTWRITEBYTECODE="1")
         if not self.gpu:
             env["TRITON_INTERPRET"] = "1"
         if "CUDA_DEVICE_ORDER" in os.environ:
             env["CUDA_DEVICE_ORDER"] = os.environ["CUDA_DEVICE_ORDER"]
         cmd = [sys.executable, "-s", os.path.join(self.public, "kernel_runner.py")] + (["--witness"] if witness else [])
-        r = self.kit.run(cmd + [job_path], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)
-        shutil.rmtree(work, ignore_errors=True)
+        gate = self.caches[role][0]
+        self.processes[role] += 1
+        os.chmod(gate, 0o711)
+        try:
+            r = self.kit.run(cmd + [job_path], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)
+        finally:  # every process of the uid is gone now (kit.run kills them)
+            os.chmod(gate, 0o700)
+        self.kit._remove(work)  # rm -rf: a run may leave folder chains too deep for a Python walk
         if not r.ok:
             return False, r.describe(), None, parent
         try:
@@ -146,6 +212,10 @@ class Verifier:
         except (OSError, ValueError, RecursionError) as e:  # RecursionError: JSON nested too deep
             return False, "the %s left no valid report: %s" % ("witness" if witness else "runner", e), None, parent
         return True, "", report, parent
+
+    def remove(self, parent):
+        """Remove a run's folder (results, home: written by the run, so no Python walk)."""
+        self.kit._remove(parent)
 
     def load(self, parent, name, case):
         """An output a runner or witness saved: a plain CPU tensor of the right shape and dtype, or a reason."""
@@ -193,6 +263,7 @@ class Verifier:
         launch plans; then the witness replays them. Returns (problem or None, details, the plans
         of the second run of each case: the ones timed on a GPU)."""
         job = {"mode": "check", "module": self.p.module, "entry": self.p.entry, "cases": cases, "reps": 2}
+        self.kit.log("compiling and running the candidate on %d cases (runner)" % len(cases))
         ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, job)
         try:
             if not ok:
@@ -221,8 +292,9 @@ class Verifier:
                 if not torch.equal(outs[0].view(torch.uint8), outs[1].view(torch.uint8)):
                     return "case %d (%s): two runs on the same input differ (must be deterministic)" % (i, describe(case)), {}, None
                 runner_outs.append(outs[0])
+                self.kit.log("case %d/%d ok (runner)" % (i + 1, len(cases)))
         finally:
-            shutil.rmtree(parent, ignore_errors=True)
+            self.remove(parent)
         # The witness replays the first run's plan on the same inputs (it must give the runner's
         # output, bit for bit) and the second run's on new inputs of a seed drawn only now (a plan
         # that depends on the input values, e.g. answers passed as scalar arguments, fails).
@@ -233,6 +305,7 @@ class Verifier:
                             "init_seed": case.get("init_seed")})
             replays.append({"case": i, "seed": fresh[i], "plan": calls[i * 2 + 1]["plan"], "save": "w%d_new.pt" % i,
                             "init_seed": case.get("init_seed")})
+        self.kit.log("compiling and replaying the recorded launches (witness)")
         ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID,
                                                {"mode": "check", "cases": cases, "replays": replays}, witness=True)
         try:
@@ -251,12 +324,13 @@ class Verifier:
                 if why:
                     return ("%s: the recorded Triton launches, replayed on new inputs of the same shape, give a wrong "
                             "output: %s" % (where, why)), {}, None
+                self.kit.log("case %d/%d ok (witness)" % (i + 1, len(cases)))
             kernels = report.get("kernels") if isinstance(report.get("kernels"), list) else []
             details = {"kernels": [str(k)[:120] for k in kernels[:50]],
                        "witness": "%s Triton launches replayed by the witness" % report.get("launches")}
             return None, details, [calls[i * 2 + 1]["plan"] for i in range(len(cases))]
         finally:
-            shutil.rmtree(parent, ignore_errors=True)
+            self.remove(parent)
 
     def time_run(self, src, uid, cases, reps, compiled=False, module=None, entry=None, recheck=0, extra=(), plans=None):
         """Per-case median wall seconds (and event seconds) of one timing process, or a failure note.
@@ -286,32 +360,45 @@ class Verifier:
                 event.append(self.kit.median(e) if isinstance(e, list) and e else None)
             return {"wall": wall, "event": event}, ""
         finally:
-            shutil.rmtree(parent, ignore_errors=True)
+            self.remove(parent)
 
     def reference_src(self):
         d = tempfile.mkdtemp(prefix="rdbench-reference-")
         shutil.copy(self.p.reference_path, os.path.join(d, "reference.py"))
         return d
 
-    def timing(self):
-        """The bench cases' launch plans (recorded by a runner, checked by a witness); then
-        interleaved timing processes of the witness replaying them and of eager PyTorch; then
-        torch.compile. The candidate's own process measures nothing the verdict uses."""
-        cases = self.seeded(self.p.bench_cases(True))
+    def fresh(self, cases):
+        """`cases` with seeds drawn afresh from the secret seed (and, for nn.Module problems, init
+        seeds): inputs no earlier run saw, of the same shapes and so the same cost."""
+        return [dict(c, seed=self.rng.getrandbits(40), **({"init_seed": self.rng.getrandbits(40)}
+                                                           if "init_seed" in c else {})) for c in cases]
+
+    def timing(self, cases=None, plans=None):
+        """The bench cases' launch plans (recorded by a runner, checked by a witness: passed in when
+        the correctness check already did it); then interleaved timing processes of the witness
+        replaying them and of eager PyTorch, each pair on inputs drawn afresh; then torch.compile.
+        The candidate's own process measures nothing the verdict uses."""
         reps, recheck = 20, 3
-        extra = {"bench_cases": [describe(c) for c in cases], "reps_per_process": reps}
-        problem, _, plans = self.check_run(cases)
-        if problem:
-            return [], [], False, "bench cases: " + problem, extra
+        if plans is None:
+            cases = self.seeded(self.p.bench_cases(True))
+            problem, _, plans = self.check_run(cases)
+            if problem:
+                return [], [], False, "bench cases: " + problem, {"bench_cases": [describe(c) for c in cases]}
+        extra = {"bench_cases": [describe(c) for c in cases], "reps_per_process": reps,
+                 "inputs": "drawn afresh from the secret seed for every timed pair (baseline run i, candidate run i)"}
         ref_src = self.reference_src()
         per_case = {"candidate": [], "eager": []}
+        pairs = []  # pair i's cases: the same fresh inputs for eager run i and candidate run i
 
         def one(who):
+            i = len(per_case[who])
+            if i == len(pairs):
+                pairs.append(self.fresh(cases))
             if who == "candidate":
-                res, note = self.time_run(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, cases, reps, recheck=recheck,
-                                          plans=plans)
+                res, note = self.time_run(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, pairs[i], reps,
+                                          recheck=recheck, plans=plans)
             else:
-                res, note = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, module="reference",
+                res, note = self.time_run(ref_src, self.kit.BASELINE_UID, pairs[i], reps, module="reference",
                                           entry="reference")
             if res is None:
                 return 0.0, False, note
@@ -321,10 +408,11 @@ class Verifier:
         try:
             b, c, ok, note = self.kit.interleaved(lambda: one("eager"), lambda: one("candidate"),
                                                   repeats=self.kit.repeats(), warmup=0, seed=self.seed, log=self.kit.log)
-            compiled, cnote = self.time_run(ref_src, self.kit.BASELINE_UID, cases, reps, compiled=True,
+            self.kit.log("timing torch.compile")
+            compiled, cnote = self.time_run(ref_src, self.kit.BASELINE_UID, self.fresh(cases), reps, compiled=True,
                                             module="reference", entry="reference")
         finally:
-            shutil.rmtree(ref_src, ignore_errors=True)
+            self.remove(ref_src)
         if ok and c:
             cand_t = self.kit.median(c)
             extra["vs_compile"] = sum(compiled["wall"]) / cand_t if compiled else None
@@ -340,6 +428,10 @@ class Verifier:
                                    "time to a device-wide synchronize, %.3g s" % (self.kit.median(ev), self.kit.median(wl)))
         return b, c, ok, note, extra
 
+    def cache_details(self):
+        return {"compile_caches": "one per role, kept for the role's processes of this verification: %s" % ", ".join(
+            "%s %d" % (role, n) for role, n in self.processes.items())}
+
     #: what the CPU path checked, for details.unavailable
     cpu_checked = "on small fp32/fp16 cases"
 
@@ -352,16 +444,19 @@ class Verifier:
         problem = static_check(self.kit.SUBMISSION, self.p.module)
         if problem:
             return self.kit.speedup_verdict([], [], False, problem, details=details)
-        problem, checked, _ = self.check_run(cases)
+        # on a GPU the bench cases are checked (and their plans recorded) in the same runner and
+        # witness processes as the hidden cases: fewer processes, each kernel compiled once
+        bench = self.seeded(self.p.bench_cases(True)) if self.gpu else []
+        problem, checked, plans = self.check_run(cases + bench)
         details.update(checked)
         if problem:
-            return self.kit.speedup_verdict([], [], False, problem, details=details)
+            return self.kit.speedup_verdict([], [], False, problem, details=dict(details, **self.cache_details()))
         if not self.gpu:
             details["unavailable"] = ("speedup unavailable: no GPU; correctness checked in the Triton interpreter "
                                       "(TRITON_INTERPRET=1) " + self.cpu_checked)
-            return self.kit.speedup_verdict([], [], True, details=details)
-        b, c, ok, note, extra = self.timing()
-        details.update(extra)
+            return self.kit.speedup_verdict([], [], True, details=dict(details, **self.cache_details()))
+        b, c, ok, note, extra = self.timing(bench, plans[len(cases):])
+        details.update(extra, **self.cache_details())
         return self.kit.speedup_verdict(b, c, ok, note, plausible_max=self.p.plausible_max, details=details)
 
 

@@ -494,7 +494,20 @@ class ModuleRunner(Runner):
             json.dump(report, f)
 
 
+def note_process():
+    """One line per process of a role in the role's compile-cache folder (TRITON_HOME, made by
+    kernel_kit.Verifier.role_cache): the processes of a role share it, and no other role's."""
+    folder, role = os.environ.get("TRITON_HOME"), os.environ.get("RDBENCH_ROLE")
+    if folder and role:
+        try:
+            with open(os.path.join(folder, "processes"), "a") as f:
+                f.write("%s %d\n" % (role, os.getpid()))
+        except OSError:
+            pass
+
+
 def runner_main(job_path):
+    note_process()
     with open(job_path) as f:
         job = json.load(f)
     (ModuleRunner if job.get("problem") is not None else Runner)(job).main()  # an nn.Module problem: ModuleRunner
@@ -1061,6 +1074,7 @@ class Witness:
 
 
 def witness_main(job_path):
+    note_process()
     with open(job_path) as f:
         job = json.load(f)
     try:

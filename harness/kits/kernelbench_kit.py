@@ -13,13 +13,12 @@ verifier/problem.json  {"name", "draws", "cpu_sizes": {NAME: value}, "plausible_
 
 import json
 import os
-import shutil
 import tempfile
 
 import torch
 
 import kernel_module as km
-from kernel_kit import Verifier
+from kernel_kit import Verifier, py_files, read_text
 
 MODULE, ENTRY = "model_new", "ModelNew"
 
@@ -44,7 +43,7 @@ class ModuleProblem:
         return [{"label": "draw %d" % i, "init_seed": rng.getrandbits(40)} for i in range(self.draws)]
 
     def bench_cases(self, gpu):
-        return [{"label": "bench", "init_seed": 1}]
+        return [{"label": "bench"}]  # its seeds: drawn from the secret seed (ModuleVerifier.seeded)
 
 
 class ModuleVerifier(Verifier):
@@ -56,6 +55,9 @@ class ModuleVerifier(Verifier):
         self.wanted = {}
         self.details["sizes"] = ({"scaled": self.sizes, "note": "the problem's module-level size constants, "
                                   "scaled down for the Triton interpreter"} if self.sizes else "the problem's own")
+
+    def seeded(self, cases):
+        return [c if "init_seed" in c else dict(c, init_seed=self.rng.getrandbits(40)) for c in super().seeded(cases)]
 
     def launch(self, src, uid, job, extra_files=(), witness=False):
         return super().launch(src, uid, dict(job, problem=self.p.text, sizes=self.sizes), extra_files, witness)
@@ -78,21 +80,16 @@ class ModuleVerifier(Verifier):
         return tempfile.mkdtemp(prefix="rdbench-reference-")  # the runner times the problem's Model (from its job)
 
     def unchanged(self):
-        """True when the submission's .py files are exactly the starting workspace's."""
+        """True when the submission's .py files are exactly the starting workspace's (bounded walks)."""
         def sources(root):
-            found = {}
-            for d, _, files in os.walk(root):
-                for n in files:
-                    if n.endswith(".py"):
-                        with open(os.path.join(d, n), "rb") as f:
-                            found[os.path.relpath(os.path.join(d, n), root)] = f.read()
-            return found
+            return {rel: read_text(root, rel) for rel in py_files(root)}
         return sources(self.kit.SUBMISSION) == sources(self.kit.BASELINE)
 
     def self_check(self, cases):
         """The unchanged starting point (ModelNew is the problem's Model, in PyTorch), run by the
         runner like a candidate: right within the tolerances and repeatable, or the task is broken."""
         job = {"mode": "check", "module": MODULE, "entry": ENTRY, "cases": cases, "reps": 2}
+        self.kit.log("running the unchanged starting point on %d draws (runner)" % len(cases))
         ok, note, report, parent = self.launch(self.kit.SUBMISSION, self.kit.CANDIDATE_UID, job)
         try:
             if not ok:
@@ -109,9 +106,10 @@ class ModuleVerifier(Verifier):
                     outs.append(t)
                 if not torch.equal(outs[0], outs[1]):
                     return "the unchanged starting point (Model itself) is not repeatable on %s" % case["label"]
+                self.kit.log("draw %d/%d ok (runner)" % (i + 1, len(cases)))
             return None if len(calls) == 2 * len(cases) else "the runner's report is incomplete"
         finally:
-            shutil.rmtree(parent, ignore_errors=True)
+            self.remove(parent)
 
     cpu_checked = "at reduced sizes (details.sizes)"
 
