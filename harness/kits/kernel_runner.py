@@ -494,14 +494,19 @@ class ModuleRunner(Runner):
             json.dump(report, f)
 
 
+#: Where a process's compiles are cached: each points into its role's folder.
+CACHE_VARS = ("TRITON_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "CUDA_CACHE_PATH", "XDG_CACHE_HOME")
+
+
 def note_process():
     """One line per process of a role in the role's compile-cache folder (TRITON_HOME, made by
     kernel_kit.Verifier.role_cache): the processes of a role share it, and no other role's."""
     folder, role = os.environ.get("TRITON_HOME"), os.environ.get("RDBENCH_ROLE")
     if folder and role:
+        caches = {k: os.environ.get(k) for k in CACHE_VARS}
         try:
             with open(os.path.join(folder, "processes"), "a") as f:
-                f.write("%s %d\n" % (role, os.getpid()))
+                f.write(json.dumps({"role": role, "pid": os.getpid(), "caches": caches}) + "\n")
         except OSError:
             pass
 

@@ -458,6 +458,151 @@ def test_the_timing_path_refuses_a_decoy_and_a_forger(base_image, docker_client,
     assert t["ok"] is False and NOT_TRITONS in t["note"], t
 
 
+# ---- compile caches: one per role, never another role's ----
+
+CACHE_PROBE = r"""
+
+def _probe_caches():
+    # what the candidate sees of its compile caches; then it tries to plant files in every
+    # other role's (their paths handed to it in targets.json: an attacker that guessed them)
+    import json as _json
+    import os as _os
+    mine = _os.environ["TRITON_CACHE_DIR"]
+    before = sorted(n for n in _os.listdir(mine) if n.startswith("cand-"))
+    writes = {}
+    with open("targets.json") as f:
+        for path in _json.load(f):
+            try:
+                with open(_os.path.join(path, "poison.py"), "w") as g:
+                    g.write("x = 1\n")
+                writes[path] = "written"
+            except OSError as e:
+                writes[path] = type(e).__name__
+    env = {k: _os.environ.get(k) for k in ("TRITON_HOME", "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR",
+                                           "CUDA_CACHE_PATH", "XDG_CACHE_HOME")}
+    with open(_os.path.join(mine, "cand-%d.json" % len(before)), "w") as f:
+        _json.dump({"before": before, "env": env, "writes": writes}, f)
+
+
+_probe_caches()
+"""
+
+CACHES = r"""
+import json, os, sys
+sys.path[:0] = ["/verifier"]
+import kernel_kit as kk, verify_kit as kit, verify
+problem = verify.PROBLEM
+problem.bench_cases = lambda gpu: [verify.softmax_case("float32", 5, 40)]
+v = kk.Verifier(problem, kit)
+others = [p for role in ("witness", "reference") for gate, folder in [v.caches[role]]
+          for p in (gate, folder, os.path.join(folder, "triton"), os.path.join(folder, "inductor"))]
+with open(os.path.join(kit.SUBMISSION, "targets.json"), "w") as f:
+    json.dump(others, f)
+b, c, ok, note, extra = v.timing()  # runner + witness (check), 2 x (eager + witness), torch.compile
+assert ok, note
+problem_, _, _ = v.check_run(v.seeded(problem.bench_cases(False)))  # a second runner and witness
+assert problem_ is None, problem_
+seen = {}
+for role, (gate, folder) in v.caches.items():
+    files = []
+    for d, _, names in os.walk(folder):
+        files += [os.path.relpath(os.path.join(d, n), folder) for n in names]
+    with open(os.path.join(folder, "processes")) as f:
+        procs = [json.loads(line) for line in f]
+    cand = {}
+    for n in files:
+        if os.path.basename(n).startswith("cand-"):
+            with open(os.path.join(folder, n)) as f:
+                cand[n] = json.load(f)
+    seen[role] = {"gate": gate, "folder": folder, "gate_mode": oct(os.stat(gate).st_mode & 0o777),
+                  "owner": os.stat(folder).st_uid, "files": files, "processes": procs, "cand": cand,
+                  "launched": v.processes[role]}
+print("CACHES " + json.dumps(seen))
+"""
+
+
+def test_each_role_keeps_its_own_compile_caches(base_image, docker_client, tmp_path):
+    """The compile caches (Triton, Inductor, CUDA) of one verification: every process of a role
+    (candidate runner, witness, reference) gets its role's folder and finds there what the role's
+    earlier processes wrote; no process ever gets another role's, and the candidate, told the
+    other roles' paths, can write into none of them (the witness shares its uid: its gate is shut
+    while the candidate runs)."""
+    sub = submission(tmp_path, "triton-softmax", append=CACHE_PROBE)
+    task = load_task(TASKS / "triton-softmax")
+    config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
+                           env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
+    with DockerSandbox(config, docker_client) as sb:
+        prepare(sb, task)
+        sb.copy_in(sub, "/submission", owner=0, mode=0o700)
+        sb.write_file("/verifier/caches.py", CACHES.encode())
+        r = sb.exec(["python3", "caches.py"], cwd="/verifier", timeout=900)
+    assert r.ok and "CACHES " in r.stdout, r.stdout + r.stderr[-3000:]
+    seen = json.loads(r.stdout.split("CACHES ", 1)[1].splitlines()[0])
+    assert {role: s["launched"] for role, s in seen.items()} == {"candidate": 2, "witness": 4, "reference": 3}
+    for role, s in seen.items():
+        assert s["gate_mode"] == "0o700", s  # shut between runs
+        # every process of the role wrote its line into the role's folder, and saw only its role's folders
+        assert [p["role"] for p in s["processes"]] == [role] * s["launched"], s["processes"]
+        for p in s["processes"]:
+            assert all(v.startswith(s["folder"] + "/") or v == s["folder"] for v in p["caches"].values()), p
+        assert len({p["pid"] for p in s["processes"]}) == s["launched"]
+    assert seen["candidate"]["owner"] == seen["witness"]["owner"] == 1000 and seen["reference"]["owner"] == 1001
+    folders = {s["folder"] for s in seen.values()} | {s["gate"] for s in seen.values()}
+    assert len(folders) == 6
+    # the candidate's two runner processes shared its cache: the second found the first's file
+    cand = seen["candidate"]["cand"]
+    assert sorted(cand) == ["triton/cand-0.json", "triton/cand-1.json"], cand
+    assert cand["triton/cand-0.json"]["before"] == [] and cand["triton/cand-1.json"]["before"] == ["cand-0.json"]
+    for probe in cand.values():
+        assert probe["env"]["TRITON_CACHE_DIR"] == seen["candidate"]["folder"] + "/triton", probe
+        assert probe["writes"] and all(w == "PermissionError" for w in probe["writes"].values()), probe["writes"]
+    # and nothing of the candidate's reached another role's folder
+    for role in ("witness", "reference"):
+        assert not seen[role]["cand"] and not any("poison" in f for f in seen[role]["files"]), seen[role]["files"]
+
+
+# ---- a grader no submission can crash ----
+
+DEEP_CHAIN = r"""
+
+def _deep_chain(top, depth=1500):
+    # a chain of folders deeper than PATH_MAX and than Python's recursion limit
+    import os as _os
+    fd = _os.open(top, _os.O_RDONLY)
+    for _ in range(depth):
+        try:
+            _os.mkdir("d", dir_fd=fd)
+        except FileExistsError:
+            pass
+        nxt = _os.open("d", _os.O_RDONLY, dir_fd=fd)
+        _os.close(fd)
+        fd = nxt
+    _os.close(fd)
+
+
+for _top in (".", _os_home(), "../results"):
+    try:
+        _deep_chain(_top)
+    except OSError:
+        pass
+"""
+
+
+def test_deep_folder_chains_left_by_a_run_do_not_crash_the_verifier(base_image, tmp_path):
+    """A kernel that leaves 1,500-deep folder chains in the runner's working folder, its home and
+    its results folder (on import, so in every runner process): the kit removes them without a
+    Python walk and the verdict is the kernel's own (correct: the chain is harmless), never a
+    crash. `rdbench verify` shows the kit's progress lines on stderr as they come."""
+    prelude = "\n\ndef _os_home():\n    import os\n    return os.environ['HOME']\n"
+    sub = submission(tmp_path, "triton-softmax", append=prelude + DEEP_CHAIN)
+    r = rdbench("verify", str(TASKS / "triton-softmax"), "--submission", str(sub), "--repeats", "1", timeout=1800)
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    v = json.loads(r.stdout)
+    assert v["correct"] is True, v["details"].get("failure")
+    for line in ("compiling and running the candidate on", "case 1/", "ok (runner)", "ok (witness)"):
+        assert line in r.stderr, r.stderr[-3000:]
+
+
 # ---- on a GPU only ----
 
 SIDE_STREAM = '''
