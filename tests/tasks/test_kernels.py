@@ -419,22 +419,34 @@ import kernel_kit as kk, verify_kit as kit, verify
 problem = verify.PROBLEM
 problem.bench_cases = lambda gpu: [verify.softmax_case("float32", 5, 40)]
 v = kk.Verifier(problem, kit)
+runs, time_run = [], v.time_run
+def recorded(src, uid, cases, *a, **kw):  # which inputs each timing process was given
+    runs.append({"uid": uid, "seeds": [c["seed"] for c in cases], "witness": kw.get("plans") is not None,
+                 "compiled": kw.get("compiled", False)})
+    return time_run(src, uid, cases, *a, **kw)
+v.time_run = recorded
 b, c, ok, note, extra = v.timing()
-print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "extra": extra}))
+print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "extra": extra, "runs": runs}))
 '''
 
 
-def drive_timing(base_image, docker_client, sub: Path) -> dict:
+def drive_kit(base_image, docker_client, sub: Path, script: str, tag: str) -> dict:
+    """Run `script` as the verifier (root) in a triton-softmax verifier sandbox holding `sub`;
+    return the JSON it printed after `tag`."""
     task = load_task(TASKS / "triton-softmax")
     config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
                            env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
     with DockerSandbox(config, docker_client) as sb:
         prepare(sb, task)
         sb.copy_in(sub, "/submission", owner=0, mode=0o700)
-        sb.write_file("/verifier/timing.py", TIMING.encode())
-        r = sb.exec(["python3", "timing.py"], cwd="/verifier", timeout=900)
-        assert r.ok and "TIMING " in r.stdout, r.stdout + r.stderr[-3000:]
-        return json.loads(r.stdout.split("TIMING ", 1)[1].splitlines()[0])
+        sb.write_file("/verifier/driver.py", script.encode())
+        r = sb.exec(["python3", "driver.py"], cwd="/verifier", timeout=900)
+        assert r.ok and tag + " " in r.stdout, r.stdout + r.stderr[-3000:]
+        return json.loads(r.stdout.split(tag + " ", 1)[1].splitlines()[0])
+
+
+def drive_timing(base_image, docker_client, sub: Path) -> dict:
+    return drive_kit(base_image, docker_client, sub, TIMING, "TIMING")
 
 
 def test_the_timing_path_runs_in_the_interpreter(base_image, docker_client, tmp_path):
@@ -444,6 +456,13 @@ def test_the_timing_path_runs_in_the_interpreter(base_image, docker_client, tmp_
     t = drive_timing(base_image, docker_client, submission(tmp_path, "triton-softmax"))
     assert t["ok"] and len(t["b"]) == len(t["c"]) == 2 and all(x > 0 for x in t["b"] + t["c"]), t
     assert "vs_compile" in t["extra"]
+    # fresh inputs for every timed pair: eager run i and witness run i share theirs, no two pairs
+    # (nor torch.compile's run) do
+    eager = [r["seeds"] for r in t["runs"] if not r["witness"] and not r["compiled"]]
+    witness = [r["seeds"] for r in t["runs"] if r["witness"]]
+    compiled = [r["seeds"] for r in t["runs"] if r["compiled"]]
+    assert eager == witness and len(eager) == 2 and len(compiled) == 1, t["runs"]
+    assert len({s for seeds in eager + compiled for s in seeds}) == 3, t["runs"]
 
 
 @pytest.mark.parametrize("cheat", ["decoy", "forger"])
@@ -527,17 +546,8 @@ def test_each_role_keeps_its_own_compile_caches(base_image, docker_client, tmp_p
     earlier processes wrote; no process ever gets another role's, and the candidate, told the
     other roles' paths, can write into none of them (the witness shares its uid: its gate is shut
     while the candidate runs)."""
-    sub = submission(tmp_path, "triton-softmax", append=CACHE_PROBE)
-    task = load_task(TASKS / "triton-softmax")
-    config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
-                           env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
-    with DockerSandbox(config, docker_client) as sb:
-        prepare(sb, task)
-        sb.copy_in(sub, "/submission", owner=0, mode=0o700)
-        sb.write_file("/verifier/caches.py", CACHES.encode())
-        r = sb.exec(["python3", "caches.py"], cwd="/verifier", timeout=900)
-    assert r.ok and "CACHES " in r.stdout, r.stdout + r.stderr[-3000:]
-    seen = json.loads(r.stdout.split("CACHES ", 1)[1].splitlines()[0])
+    seen = drive_kit(base_image, docker_client, submission(tmp_path, "triton-softmax", append=CACHE_PROBE), CACHES,
+                     "CACHES")
     assert {role: s["launched"] for role, s in seen.items()} == {"candidate": 2, "witness": 4, "reference": 3}
     for role, s in seen.items():
         assert s["gate_mode"] == "0o700", s  # shut between runs
