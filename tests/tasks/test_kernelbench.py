@@ -17,6 +17,7 @@ import pytest
 
 from harness.kernelbench import ImportRefused, candidates, parse, problem_files
 from tests.conftest import ROOT, rdbench
+from tests.tasks.test_kernels import drive_kit
 
 PROBLEMS = ROOT / "tests" / "tasks" / "kernelbench_problems"
 NOT_TRITONS = "the output was not produced by the recorded Triton launches"
@@ -228,6 +229,40 @@ def test_exploit_fails(imported, tmp_path, exploit):
     v = verify(imported / task, submission(tmp_path, imported / task, code + append))
     assert v["correct"] is False, v
     assert reason in v["details"]["failure"], v["details"]["failure"]
+
+
+KB_TIMING = r"""
+import json, sys
+sys.path[:0] = ["/verifier"]
+import kernelbench_kit as kb, verify_kit as kit
+v = kb.ModuleVerifier(kb.ModuleProblem("/verifier"), kit)
+runs, time_run = [], v.time_run
+def recorded(src, uid, cases, *a, **kw):  # which inputs and weights each timing process was given
+    runs.append({"seeds": [[c["seed"], c["init_seed"]] for c in cases], "witness": kw.get("plans") is not None,
+                 "compiled": kw.get("compiled", False)})
+    return time_run(src, uid, cases, *a, **kw)
+v.time_run = recorded
+b, c, ok, note, extra = v.timing()
+print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "runs": runs}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.extended  # ~150 s here (torch.compile on the CPU); tests/tasks/test_kernels.py checks the shared path
+def test_the_timing_path_draws_fresh_inputs_for_every_pair(imported, base_image, docker_client, tmp_path):
+    """KernelBench's GPU timing path, driven in the interpreter: the witness replays ModelNew's
+    recorded launches and the runner times Model; every timed pair (eager run i, candidate run
+    i) gets its own input seed and init seed, drawn from the secret seed, and no two pairs, nor
+    torch.compile's run, share them."""
+    task = imported / "kb-l1-001-softmax"
+    t = drive_kit(base_image, docker_client, submission(tmp_path, task, SOFTMAX), KB_TIMING, "TIMING", task)
+    assert t["ok"] and len(t["b"]) == len(t["c"]) == 2, t
+    eager = [r["seeds"] for r in t["runs"] if not r["witness"] and not r["compiled"]]
+    witness = [r["seeds"] for r in t["runs"] if r["witness"]]
+    compiled = [r["seeds"] for r in t["runs"] if r["compiled"]]
+    assert eager == witness and len(eager) == 2 and len(compiled) == 1, t["runs"]
+    draws = [tuple(s) for seeds in eager + compiled for s in seeds]
+    assert len({d[0] for d in draws}) == len({d[1] for d in draws}) == 3, t["runs"]
 
 
 # ---- fast_p over a suite: `rdbench results --suite DIR --p ...` ----

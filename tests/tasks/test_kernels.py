@@ -430,10 +430,10 @@ print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "extra": e
 '''
 
 
-def drive_kit(base_image, docker_client, sub: Path, script: str, tag: str) -> dict:
-    """Run `script` as the verifier (root) in a triton-softmax verifier sandbox holding `sub`;
+def drive_kit(base_image, docker_client, sub: Path, script: str, tag: str, task: Path = TASKS / "triton-softmax") -> dict:
+    """Run `script` as the verifier (root) in a verifier sandbox of `task` holding `sub`;
     return the JSON it printed after `tag`."""
-    task = load_task(TASKS / "triton-softmax")
+    task = load_task(task)
     config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
                            env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
     with DockerSandbox(config, docker_client) as sb:
