@@ -11,7 +11,6 @@ cleanly without one.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,9 @@ from harness.verify import prepare
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
+from tests.tasks.kernel_cheats import (CHEATS, DECOYS, ESCAPE_CALL, ESCAPE_HOST, ESCAPES, KERNEL_TASKS, NOT_TRITONS,
+                                       PRECISION, PRELUDE, SIDE_STREAM, forger, no_triton, submission)
 
-KERNEL_TASKS = ["triton-softmax", "triton-rmsnorm", "triton-matmul-epilogue", "triton-causal-attention"]
-#: The verdict of the witness (harness/kits/kernel_kit.py) when its replay of the recorded launches disagrees.
-NOT_TRITONS = "the output was not produced by the recorded Triton launches"
 pytestmark = pytest.mark.slow
 needs_gpu = pytest.mark.skipif(not detect_gpus(), reason="no NVIDIA GPU on this machine")
 
@@ -34,21 +32,6 @@ def verify(task: str, submission: Path) -> dict:
     r = rdbench("verify", str(TASKS / task), "--submission", str(submission), "--repeats", "1", timeout=1800)
     assert r.returncode in (0, 3), r.stdout + r.stderr
     return json.loads(r.stdout)
-
-
-def submission(tmp_path: Path, task: str, *, solution: bool = True, append: str = "", replace=()) -> Path:
-    """The task's workspace, overlaid with its solution, then `kernel.py` edited."""
-    sub = tmp_path / "submission"
-    shutil.copytree(TASKS / task / "workspace", sub)
-    if solution:
-        shutil.copytree(TASKS / task / "solution", sub, dirs_exist_ok=True)
-    kernel = sub / "kernel.py"
-    text = kernel.read_text()
-    for old, new in replace:
-        assert old in text, old
-        text = text.replace(old, new)
-    kernel.write_text(text + append)
-    return sub
 
 
 def failure(v: dict) -> str:
@@ -72,97 +55,6 @@ def test_reference_and_naive_baseline_pass(base_image, tmp_path, task, agent):
 
 # ---- the cheats: each appended to the reference solution of triton-softmax ----
 
-PRELUDE = '''
-import threading
-import time
-
-import torch
-
-fast_softmax = softmax
-
-
-@triton.jit
-def copy_kernel(src, dst, n, BLOCK: tl.constexpr):
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    tl.store(dst + offs, tl.load(src + offs, mask=offs < n), mask=offs < n)
-
-
-def decoy_launch(x):
-    """A Triton launch that does nothing useful, so that launch counters see one."""
-    copy_kernel[(1,)](x, torch.empty_like(x), 0, BLOCK=16)
-'''
-
-CHEATS = {
-    "caches outputs (memoised on the input's shape)": ('''
-memo = {}
-
-
-def softmax(x, out):
-    key = (tuple(x.shape), x.dtype)
-    if key not in memo:
-        fast_softmax(x, out)
-        memo[key] = out.clone()
-    copy_kernel[(triton.cdiv(out.numel(), 1024),)](memo[key], out, out.numel(), BLOCK=1024)
-''', "wrong output"),
-    "returns an aliased input": ('''
-def softmax(x, out):
-    fast_softmax(x, x)  # in place, then hand the input back
-    return x
-''', "returned one of its inputs"),
-    "re-points out at an input": ('''
-def softmax(x, out):
-    fast_softmax(x, x)
-    out.set_(x)
-''', "re-pointed"),
-    "falls back to torch": ('''
-def softmax(x, out):
-    out.copy_(torch.softmax(x.float(), dim=-1))
-''', "no Triton kernel was launched"),
-    "falls back to torch behind a decoy Triton launch": ('''
-def softmax(x, out):
-    decoy_launch(x)
-    out.copy_(torch.softmax(x.float(), dim=-1))
-''', NOT_TRITONS),
-    "defers the work past the return (a thread)": ('''
-def softmax(x, out):
-    decoy_launch(x)
-
-    def later():
-        time.sleep(0.5)
-        fast_softmax(x, out)
-
-    threading.Thread(target=later, daemon=True).start()
-''', "non-finite values"),
-    "returns a lazy tensor subclass that computes when the checker reads it": ('''
-class Lazy(torch.Tensor):
-    @classmethod
-    def __torch_function__(cls, func, types, args=(), kwargs=None):
-        with torch._C.DisableTorchFunctionSubclass():
-            for a in args:
-                if type(a) is Lazy and getattr(a, "pending", None) is not None:
-                    x, a.pending = a.pending, None
-                    fast_softmax(x, a.as_subclass(torch.Tensor))
-            return func(*args, **(kwargs or {}))
-
-
-def softmax(x, out):
-    decoy_launch(x)
-    lazy = out.as_subclass(Lazy)
-    lazy.pending = x
-    return lazy
-''', "returned a Lazy, a torch.Tensor subclass"),
-    "turns out into a tensor subclass": ('''
-class Marked(torch.Tensor):
-    pass
-
-
-def softmax(x, out):
-    fast_softmax(x, out)
-    out.__class__ = Marked
-''', "turned `out` into a Marked"),
-}
-
-
 @pytest.mark.parametrize("cheat", list(CHEATS))
 def test_cheat_fails(base_image, tmp_path, cheat):
     code, reason = CHEATS[cheat]
@@ -171,59 +63,6 @@ def test_cheat_fails(base_image, tmp_path, cheat):
 
 
 # ---- decoys and forgers that beat a "skip every Triton launch" run: the witness's replay ----
-
-FLAG = '''
-import torch
-import torch.nn.functional as F
-
-
-@triton.jit
-def set_flag(flag_ptr):
-    tl.store(flag_ptr, 1)
-
-
-def launched():
-    """True when a Triton launch really ran: a run that skips launches sees the flag unset."""
-    flag = torch.zeros(1, dtype=torch.int32)
-    set_flag[(1,)](flag)
-    return flag.item() == 1
-'''
-
-DECOYS = {
-    # (a) right only when its decoy kernel ran, else NaN: the no-launch run saw it wrong
-    "softmax by PyTorch behind a self-checking decoy kernel": ("triton-softmax", FLAG + '''
-
-def softmax(x, out):
-    if launched():
-        out.copy_(torch.softmax(x.float(), dim=-1))
-'''),
-    # (b) the same with PyTorch's fused attention
-    "attention by SDPA behind a self-checking decoy kernel": ("triton-causal-attention", FLAG + '''
-
-def causal_attention(q, k, v, out):
-    if launched():
-        out.copy_(F.scaled_dot_product_attention(q.float(), k.float(), v.float(), is_causal=True))
-'''),
-    # (c) tells the runs apart by reading the runner's job file
-    "softmax by PyTorch, told the runs apart by the runner's job file": ("triton-softmax", PRELUDE + '''
-import json
-import os
-import sys
-
-
-def which_run():
-    job = sys.argv[-1] if sys.argv[-1].endswith(".json") else os.path.join(os.path.dirname(os.getcwd()), "job.json")
-    with open(job) as f:
-        return json.load(f).get("mode")
-
-
-def softmax(x, out):
-    decoy_launch(x)
-    if which_run() != "noop":
-        out.copy_(torch.softmax(x.float(), dim=-1))
-'''),
-}
-
 
 @pytest.mark.parametrize("decoy", list(DECOYS))
 def test_decoy_fails(base_image, tmp_path, decoy):
@@ -234,103 +73,9 @@ def test_decoy_fails(base_image, tmp_path, decoy):
     assert NOT_TRITONS in why and "non-finite" in why, why
 
 
-# (d) no Triton at all: the docstring passes the static check, PyTorch computes, and at exit
-# the runner's result files are rewritten: the report claims a launch per call (an old no-launch
-# run gets NaN outputs instead), and on the timing path its times are divided by 100.
-FORGER = '''"""Row softmax: our kernel is written with @triton.jit, of course."""
-
-import atexit
-import glob
-import json
-import os
-import sys
-
-import torch
-
-
-def softmax(x, out):
-    out.copy_(torch.softmax(x.float(), dim=-1))
-
-
-def forge():
-    with open(sys.argv[-1]) as f:
-        job = json.load(f)
-    results = job["results"]
-    outputs = glob.glob(os.path.join(results, "*.pt"))
-    if job.get("mode") == "noop":
-        for path in outputs:
-            torch.save(torch.full_like(torch.load(path), float("nan")), path)
-        return
-    with open(os.path.join(results, "report.json")) as f:
-        report = json.load(f)
-    for call in report.get("calls", []):
-        call["launches"] = 1
-        plan = call.get("plan") or {"inputs": [1], "out": 2}
-        plan["launches"] = [{"kernel": "softmax_rows", "file": "kernel.py", "grid": [1], "args": {}, "options": {}}]
-        call["plan"] = plan
-    for timing in report.get("timings", []):
-        timing["launches"] = 20
-        timing["wall_s"] = [t / 100 for t in timing["wall_s"]]
-        timing["event_s"] = [t / 100 for t in timing["event_s"]]
-    report["kernels"] = ["softmax_rows"]
-    with open(os.path.join(results, "report.json"), "w") as f:
-        json.dump(report, f)
-    for path in outputs:  # forged right answers (these are right already: PyTorch's)
-        torch.save(torch.load(path), path)
-
-
-atexit.register(forge)
-'''
-
-
-def forger(tmp_path: Path) -> Path:
-    sub = tmp_path / "submission"
-    sub.mkdir()
-    (sub / "kernel.py").write_text(FORGER)
-    return sub
-
-
 def test_forged_runner_files_fail(base_image, tmp_path):
     why = failure(verify("triton-softmax", forger(tmp_path)))
     assert NOT_TRITONS in why and "softmax_rows is not a top-level def" in why, why
-
-
-# (e) kernel bodies that reach past Triton: in the interpreter a body runs as plain Python
-ESCAPES = {
-    "calls PyTorch through a module-level function": ('''
-@triton.jit
-def escape_kernel(x_ptr):
-    host_softmax()
-''', "PENDING (line"),
-    "uses __import__": ('''
-@triton.jit
-def escape_kernel(x_ptr):
-    __import__("kernel").host_softmax()
-''', "the builtin __import__ is not allowed in a Triton kernel"),
-    "uses an attribute starting with _": ('''
-@triton.jit
-def escape_kernel(x_ptr):
-    host_softmax.__call__()
-''', "the attribute .__call__ is not allowed in a Triton kernel"),
-}
-
-ESCAPE_HOST = '''
-import torch
-
-PENDING = []
-
-
-def host_softmax():
-    x, out = PENDING.pop()
-    out.copy_(torch.softmax(x.float(), dim=-1))
-'''
-
-ESCAPE_CALL = '''
-
-def softmax(x, out):
-    PENDING.append((x, out))
-    escape_kernel[(1,)](x)
-'''
 
 
 @pytest.mark.parametrize("escape", list(ESCAPES))
@@ -342,18 +87,12 @@ def test_kernel_body_outside_the_whitelist_fails(base_image, tmp_path, escape):
 
 def test_precision_downgrade_fails(base_image, tmp_path):
     """RMS norm computed in float16 arithmetic: fine for the float16 cases, wrong for float32."""
-    store = "(x * rstd * w).to(out_ptr.dtype.element_ty), mask=mask)"
-    sub = submission(tmp_path, "triton-rmsnorm", replace=[(store, store.replace(
-        "x * rstd * w", "x.to(tl.float16) * rstd.to(tl.float16) * w.to(tl.float16)"))])
-    why = failure(verify("triton-rmsnorm", sub))
+    why = failure(verify("triton-rmsnorm", submission(tmp_path, "triton-rmsnorm", replace=PRECISION)))
     assert "wrong output" in why and "float32" in why
 
 
 def test_no_triton_kernel_fails_the_static_check(base_image, tmp_path):
-    sub = tmp_path / "submission"
-    sub.mkdir()
-    (sub / "kernel.py").write_text("import torch\n\n\ndef softmax(x, out):\n    out.copy_(torch.softmax(x, -1))\n")
-    assert "no @triton.jit kernel" in failure(verify("triton-softmax", sub))
+    assert "no @triton.jit kernel" in failure(verify("triton-softmax", no_triton(tmp_path)))
 
 
 # ---- the solutions' GPU-only branches, run in the interpreter with forced block sizes ----
@@ -614,18 +353,6 @@ def test_deep_folder_chains_left_by_a_run_do_not_crash_the_verifier(base_image, 
 
 
 # ---- on a GPU only ----
-
-SIDE_STREAM = '''
-streams = []
-
-
-def softmax(x, out):
-    if not streams:
-        streams.append(torch.cuda.Stream())
-    with torch.cuda.stream(streams[0]):
-        fast_softmax(x, out)
-'''
-
 
 @needs_gpu
 def test_side_stream_fails(base_image, tmp_path):
