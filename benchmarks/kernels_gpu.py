@@ -1,10 +1,11 @@
 """The kernel tasks on a real GPU, in one command (issue 21): what a session with a GPU runs.
 
 For every Triton task: the oracle's speedup against PyTorch eager (its CI, and the ratio
-against torch.compile) and the naive workspace's; every cheat of tests/tasks/test_kernels.py
-(tests/tasks/kernel_cheats.py, the side stream included: each must fail, for its reason);
-then KernelBench level-1 problems imported with `rdbench tasks import kernelbench`, each
-unchanged starting point verified, and a Triton ModelNew for the softmax problem. One line is
+against torch.compile) and the naive workspace's; then KernelBench level-1 problems imported
+with `rdbench tasks import kernelbench`, each unchanged starting point verified, and a Triton
+ModelNew for the softmax problem; then every cheat of tests/tasks/test_kernels.py
+(tests/tasks/kernel_cheats.py, the side stream included: each must fail, for its reason; one
+timed repeat). One line is
 printed per verification (with its seconds: the targets are 30 s for a kernel oracle, 3
 repeats, and 20 s for a KernelBench problem), and the JSON (--out) is rewritten after each,
 so a run cut off still says what it did.
@@ -29,6 +30,7 @@ import argparse
 import ast
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -71,8 +73,16 @@ class Bench:
         return self.args.budget - (time.monotonic() - self.start)
 
     def rdbench(self, *argv: str, timeout: float) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", RDBENCH, *argv], capture_output=True, text=True, cwd=ROOT,
-                              env=self.env, timeout=max(timeout, 1))
+        """`rdbench ARGV`; past `timeout`, it and everything it started are killed (TimeoutExpired)."""
+        proc = subprocess.Popen([sys.executable, "-c", RDBENCH, *argv], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=ROOT, env=self.env, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=max(timeout, 1))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def save(self) -> None:
         if self.args.out:
@@ -85,7 +95,7 @@ class Bench:
     def device(self) -> str | None:
         return next((v["details"].get("device") for v in self.results.values() if v.get("details")), None)
 
-    def verify(self, key: str, task: Path, sub: Path, must_fail: str | None = None) -> dict:
+    def verify(self, key: str, task: Path, sub: Path, must_fail: str | None = None, repeats: int | None = None) -> dict:
         """One verification: a line printed, the JSON rewritten."""
         if self.left() < 10:
             v = {"correct": None, "error": "skipped: the benchmark's time budget is spent"}
@@ -93,7 +103,7 @@ class Bench:
             t0 = time.monotonic()
             try:
                 r = self.rdbench("verify", str(task), "--submission", str(sub), "--sandbox", self.args.sandbox,
-                                 "--repeats", str(self.args.repeats), timeout=self.left())
+                                 "--repeats", str(repeats or self.args.repeats), timeout=self.left())
                 v = (json.loads(r.stdout) if r.returncode in (0, 3)
                      else {"correct": None, "error": (r.stderr or r.stdout)[-2000:]})
             except subprocess.TimeoutExpired:
@@ -113,13 +123,16 @@ class Bench:
                 d = tmp / f"{task}-{who}"
                 d.mkdir()
                 self.verify(f"{task}/{who}", TASKS / task, submission(d, task, solution=who == "oracle"))
+
+    def cheats(self, tmp: Path) -> None:
+        """Every cheat, with one timed repeat (all but the side stream fail before any timing)."""
         cheats = catalogue(gpu=not self.args.cpu_rehearsal)
         if self.args.cpu_rehearsal:  # one of each kind
             cheats = {k: v for k, v in cheats.items() if k in REHEARSED_CHEATS}
         for i, (name, (task, make, reason)) in enumerate(cheats.items()):
             d = tmp / f"cheat-{i}"
             d.mkdir()
-            self.verify(f"cheat/{name}", TASKS / task, make(d), must_fail=reason)
+            self.verify(f"cheat/{name}", TASKS / task, make(d), must_fail=reason, repeats=1)
 
     def kernelbench(self, tmp: Path) -> None:
         files = sorted((f for f in self.args.kernelbench.glob("*.py") if f.name.split("_")[0].isdigit()),
@@ -200,10 +213,12 @@ def main() -> int:
     bench = Bench(args)
     with tempfile.TemporaryDirectory(prefix="kernels-gpu-", dir=os.environ.get("RDBENCH_BENCH_TMP")) as tmp:
         os.chmod(tmp, 0o755)  # the local backend's run users read the submissions from here
-        print("kernel tasks", flush=True)
+        print("kernel tasks: oracles and starting points", flush=True)
         bench.kernel_tasks(Path(tmp))
         print("KernelBench level 1", flush=True)
         bench.kernelbench(Path(tmp))
+        print("cheats (each must fail, for its reason)", flush=True)
+        bench.cheats(Path(tmp))
     bench.summary()
     bench.save()
     return 0
