@@ -7,6 +7,7 @@ PyTorch reference) and calls `main(problem)`. The design, the exploits it stops 
 does not stop: kernel_kit.md.
 """
 
+import itertools
 import json
 import math
 import os
@@ -65,10 +66,11 @@ def py_files(root):
     while stack and seen < WALK_MAX_ENTRIES:
         rel, depth = stack.pop()
         try:
-            entries = list(os.scandir(os.path.join(root, rel)))
+            with os.scandir(os.path.join(root, rel)) as it:
+                entries = list(itertools.islice(it, WALK_MAX_ENTRIES - seen))
         except OSError:
             continue
-        for e in entries[:WALK_MAX_ENTRIES - seen]:
+        for e in entries:
             seen += 1
             path = os.path.join(rel, e.name)
             if e.is_dir(follow_symlinks=False):
