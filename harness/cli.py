@@ -9,12 +9,12 @@ from typing import Optional
 
 import typer
 
+from .cli_images import images_app
 from .cli_support import TASKS_ROOT, console, err, fail
 
 app = typer.Typer(help="rdbench: evaluate AI agents on AI R&D engineering tasks.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 tasks_app = typer.Typer(help="List, validate and scaffold task folders.", no_args_is_help=True)
-images_app = typer.Typer(help="Build sandbox images (offline).", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
 import_app = typer.Typer(help="Import task folders from other suites.", no_args_is_help=True)
@@ -218,36 +218,6 @@ def tasks_import_kernelbench(
     from .kernelbench import cli_import
 
     cli_import(paths, out, sandbox, probe)
-
-
-@images_app.command("build")
-def images_build(
-    tasks: list[str] = typer.Argument(None, help="tasks whose images to build (default: the base image)"),
-    force: bool = typer.Option(False, help="rebuild the base image even if it exists"),
-    agents: bool = typer.Option(False, "--agents", help="also the installed agents' image over each (Claude Code "
-                                "and Codex CLI, pinned, from npm)"),
-):
-    """Build the base image offline (debootstrap + host-downloaded wheels) and task images."""
-    from sandbox import SandboxError
-    from sandbox.images import base_image_tag, build_base_image
-
-    from .cli_support import docker_client, ensure_images, load_tasks
-
-    try:
-        if force:
-            build_base_image(docker_client(), log=lambda m: err.print(f"[dim]{m}[/]"), force=True)
-        images = ensure_images(load_tasks(tasks or []), "docker")
-        console.print(base_image_tag())
-        for name, tag in images.items():
-            console.print(f"{name}: {tag}")
-        if agents:
-            from sandbox.images import build_agents_image
-
-            for tag in sorted({base_image_tag(), *images.values()}):
-                built = build_agents_image(docker_client(), tag, log=lambda m: err.print(f"[dim]{m}[/]"))
-                console.print(f"agents: {built}")
-    except SandboxError as e:
-        fail(str(e), 1)
 
 
 @results_app.callback()

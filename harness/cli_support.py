@@ -81,9 +81,30 @@ def images_or_fail(tasks: list["TaskSpec"], backend: str, build: bool = True) ->
         base = base_image_tag()
         return {t.name: dockerfile_image_tag(t.dockerfile_dir, base) if t.dockerfile_dir else base for t in tasks}
     try:
-        return ensure_images(tasks, backend)
+        images = ensure_images(tasks, backend)
     except SandboxError as e:
         fail(str(e), 1)
+    gpu_preflight(tasks, backend, images)
+    return images
+
+
+def gpu_preflight(tasks: list["TaskSpec"], backend: str, images: dict[str, str]) -> None:
+    """Tasks that want GPUs, on a machine that has some, under Docker: the engine must be able
+    to give containers a GPU (the NVIDIA container toolkit), else one clear error before any
+    trial. (Without a GPU on the machine, kernel tasks check correctness in the interpreter.)"""
+    wanting = [t for t in tasks if t.resources.gpus]
+    if backend != "docker" or not wanting:
+        return
+    from rich.markup import escape
+
+    from sandbox.gpu import detect_gpus, engine_gpu_problem
+
+    gpus = detect_gpus()
+    if not gpus:
+        return
+    problem = engine_gpu_problem(docker_client(), images[wanting[0].name], gpus[:wanting[0].resources.gpus])
+    if problem:
+        fail(escape(f"{', '.join(t.name for t in wanting)} want(s) a GPU and this machine has {len(gpus)}, but {problem}"), 1)
 
 
 def executor_or_fail(name: str, address: str | None):

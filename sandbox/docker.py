@@ -26,6 +26,7 @@ from . import disk
 from ._client import BOOT_ARGV, ServerClient
 from .disk import MOUNTS, Disk, DiskUnavailable
 from .freeze import FreezeBook
+from .gpu import device_requests
 from .images import cache_dir
 
 #: What root in a verifier sandbox keeps: enough to run the candidate as another user,
@@ -209,9 +210,7 @@ class DockerSandbox:
             environment={"HOME": "/root" if verifier else "/tmp", "PYTHONUNBUFFERED": "1", **config.env},
         )
         if config.gpus:
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(device_ids=[str(g) for g in config.gpus], capabilities=[["gpu"]])
-            ]
+            kwargs["device_requests"] = device_requests(config.gpus)
         self.container = None
         self._stream = None
         self._disk = None
