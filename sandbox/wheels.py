@@ -124,27 +124,28 @@ def _answers(url: str, timeout: float) -> str | None:
     return None
 
 
-def pip_command(build: TorchBuild, action: list[str], *, isolated: bool = False, index_timeout: float = PIP_TIMEOUT_S,
-                log: Log = print) -> tuple[list[str], dict[str, str]]:
+def pip_command(build: TorchBuild, action: list[str], *, isolated: bool = False,
+                index_timeout: float = PIP_TIMEOUT_S) -> tuple[list[str], dict[str, str], str]:
     """The pip command line and environment that resolve `build` for the image. `isolated`:
     none of this machine's pip configuration (files, PIP_* variables, local wheel folders).
-    A torch index that does not answer is left out (pip may still find torch elsewhere)."""
+    A torch index that does not answer is left out (pip may still find torch elsewhere), and
+    said so in the third value."""
     cmd = [sys.executable, "-m", "pip", *action, *image_target(), "--timeout", str(int(index_timeout)), "--retries", str(PIP_RETRIES), "--progress-bar", "off"]
     env = {**os.environ}
     if isolated:
         cmd.insert(3, "--isolated")
         env["PIP_CONFIG_FILE"] = os.devnull
-    if build.index:
-        why = _answers(build.index, min(index_timeout, 15))
-        if why is None:
-            cmd += ["--extra-index-url", build.index]
-        else:
-            log(f"the torch index {build.index} does not answer ({why}); looking elsewhere")
-    return cmd + build.requirements(), env
+    why = _answers(build.index, min(index_timeout, 15)) if build.index else None
+    if build.index and why is None:
+        cmd += ["--extra-index-url", build.index]
+    note = f"the torch index {build.index} does not answer ({why})" if why else ""
+    return cmd + build.requirements(), env, note
 
 
 def _pip(build: TorchBuild, action: list[str], log: Log, what: str, **kw) -> None:
-    cmd, env = pip_command(build, action, log=log, **kw)
+    cmd, env, note = pip_command(build, action, **kw)
+    if note:
+        log(f"{note}; looking for torch elsewhere (pip's configuration)")
     t = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -153,8 +154,8 @@ def _pip(build: TorchBuild, action: list[str], log: Log, what: str, **kw) -> Non
         if build.index and any("torch" in line for line in errors):
             hint = (f"; torch {build.flavor} comes from {build.index} (RDBENCH_TORCH_INDEX or --torch-index to change "
                     "it, RDBENCH_TORCH=cpu|cuda for the other build)")
-        raise SandboxError(f"pip could not resolve the image's wheels (torch {build.flavor}): "
-                           + " ".join(errors[-3:])[-1500:] + hint)
+        raise SandboxError(f"pip could not resolve the image's wheels (torch {build.flavor})"
+                           + (f": {note}" if note else "") + ": " + " ".join(errors[-3:])[-1500:] + hint)
     log(f"{what}: {time.monotonic() - t:.0f} s")
 
 
