@@ -53,7 +53,7 @@ def engine_gpu_problem(client, image: str, gpus: list[int]) -> str | None:
         container.start()
         return None
     except docker.errors.DockerException as e:
-        detail = str(e)
+        detail = " ".join(str(getattr(e, "explanation", None) or e).split())
         if "device driver" in detail or "nvidia" in detail.lower():
             return f"{NO_TOOLKIT} (the engine says: {detail})"
         return f"a container with GPUs {gpus} did not start: {detail}"

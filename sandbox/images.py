@@ -95,11 +95,11 @@ def download_wheels(build: TorchBuild, log: Log) -> Path:
     cache_dir().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir()))
     try:
-        download(build, tmp, log)
+        note = download(build, tmp, log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    (tmp / ".complete").write_text(json.dumps(build.key()) + "\n")
+    (tmp / ".complete").write_text(note or "torch from its index")  # read by _labels
     shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(dest)
@@ -151,7 +151,11 @@ def _add_users(rootfs: Path) -> None:
 def _labels(build: TorchBuild, wheels: Path) -> dict[str, str]:
     """What the image holds, in its labels: the torch build, its index, every wheel's version."""
     dists = wheel_metadata(wheels)
-    return {"rdbench.torch": build.flavor, "rdbench.torch-index": build.index or "(pip's index)",
+    index = build.index or "(pip's index)"
+    note = (wheels / ".complete").read_text()
+    if note.startswith("the torch index"):  # torch came from pip's configuration (a local wheel folder)
+        index += " (did not answer; torch from pip's configuration)"
+    return {"rdbench.torch": build.flavor, "rdbench.torch-index": index,
             "rdbench.wheels": " ".join(f"{name}=={version}" for name, (version, _) in sorted(dists.items()))}
 
 

@@ -142,7 +142,7 @@ def pip_command(build: TorchBuild, action: list[str], *, isolated: bool = False,
     return cmd + build.requirements(), env, note
 
 
-def _pip(build: TorchBuild, action: list[str], log: Log, what: str, **kw) -> None:
+def _pip(build: TorchBuild, action: list[str], log: Log, what: str, **kw) -> str:
     cmd, env, note = pip_command(build, action, **kw)
     if note:
         log(f"{note}; looking for torch elsewhere (pip's configuration)")
@@ -157,14 +157,17 @@ def _pip(build: TorchBuild, action: list[str], log: Log, what: str, **kw) -> Non
         raise SandboxError(f"pip could not resolve the image's wheels (torch {build.flavor})"
                            + (f": {note}" if note else "") + ": " + " ".join(errors[-3:])[-1500:] + hint)
     log(f"{what}: {time.monotonic() - t:.0f} s")
+    return note
 
 
-def download(build: TorchBuild, dest: Path, log: Log, **kw) -> None:
-    """Download the resolved wheel set into `dest` and check that it is closed."""
-    _pip(build, ["download", "-d", str(dest)], log, f"pip download (torch {build.flavor})", **kw)
+def download(build: TorchBuild, dest: Path, log: Log, **kw) -> str:
+    """Download the resolved wheel set into `dest` and check that it is closed. Returns what
+    became of the torch index: "" (used), else that it did not answer."""
+    note = _pip(build, ["download", "-d", str(dest)], log, f"pip download (torch {build.flavor})", **kw)
     unmet = unmet_requirements(wheel_metadata(dest), build.requirements())
     if unmet:
         raise SandboxError(f"the wheels pip downloaded for the image miss requirements: {'; '.join(unmet)}")
+    return note
 
 
 def resolve_report(build: TorchBuild, log: Log = print, **kw) -> dict:

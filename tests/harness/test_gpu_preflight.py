@@ -42,13 +42,14 @@ def test_run_of_a_gpu_task_fails_once_before_any_trial(base_image, docker_client
     run_dir = tmp_path / "run"
     r = rdbench("run", str(TASKS / "triton-softmax"), "--agent", "oracle", "--out", str(run_dir), env=GPU_HOST)
     assert r.returncode == 1, r.stdout + r.stderr
-    assert r.stderr.count("error:") == 1 and "NVIDIA container toolkit" in r.stderr, r.stderr
-    assert "triton-softmax want(s) a GPU" in r.stderr
+    stderr = " ".join(r.stderr.split())  # as rich wrapped it
+    assert stderr.count("error:") == 1 and "NVIDIA container toolkit" in stderr, stderr
+    assert "triton-softmax want(s) a GPU" in stderr
     assert not list(run_dir.glob("trials/*/trial.json")), "a trial ran"
     assert probes(docker_client) == []
 
     v = rdbench("verify", "triton-softmax", "--submission", str(TASKS / "triton-softmax" / "workspace"), env=GPU_HOST)
-    assert v.returncode == 1 and "NVIDIA container toolkit" in v.stderr, v.stderr
+    assert v.returncode == 1 and "NVIDIA container toolkit" in " ".join(v.stderr.split()), v.stderr
     # without a GPU on the machine, the same task runs (correctness in the Triton interpreter): no preflight error
     ok = rdbench("verify", "triton-softmax", "--submission", str(TASKS / "triton-softmax" / "workspace"),
                  "--repeats", "1", env={"RDBENCH_GPUS": "", "RDBENCH_TORCH": "cpu"})
