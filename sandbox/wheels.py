@@ -43,7 +43,7 @@ CPU_ONLY = ["triton==3.9.0"]
 PYTHON_VERSION = "3.11"  # Debian bookworm's python3
 GLIBC = (2, 36)  # Debian bookworm's
 #: pip's bounds on each index request: an index that does not answer is one error, not a hang.
-PIP_TIMEOUT_S, PIP_RETRIES = 30, 2
+PIP_TIMEOUT_S, PIP_RETRIES = 15, 2
 
 Log = Callable[[str], None]
 
@@ -130,7 +130,8 @@ def pip_command(build: TorchBuild, action: list[str], *, isolated: bool = False,
     none of this machine's pip configuration (files, PIP_* variables, local wheel folders).
     A torch index that does not answer is left out (pip may still find torch elsewhere), and
     said so in the third value."""
-    cmd = [sys.executable, "-m", "pip", *action, *image_target(), "--timeout", str(int(index_timeout)), "--retries", str(PIP_RETRIES), "--progress-bar", "off"]
+    cmd = [sys.executable, "-m", "pip", *action, *image_target(), "--timeout", str(int(index_timeout)),
+           "--retries", str(PIP_RETRIES), "--progress-bar", "off"]
     env = {**os.environ}
     if isolated:
         cmd.insert(3, "--isolated")
@@ -154,6 +155,8 @@ def _pip(build: TorchBuild, action: list[str], log: Log, what: str, **kw) -> str
         if build.index and any("torch" in line for line in errors):
             hint = (f"; torch {build.flavor} comes from {build.index} (RDBENCH_TORCH_INDEX or --torch-index to change "
                     "it, RDBENCH_TORCH=cpu|cuda for the other build)")
+        if "Retrying" in proc.stderr:
+            hint += "; an index did not answer in time (pip's own: `pip config list`, PIP_INDEX_URL)"
         raise SandboxError(f"pip could not resolve the image's wheels (torch {build.flavor})"
                            + (f": {note}" if note else "") + ": " + " ".join(errors[-3:])[-1500:] + hint)
     log(f"{what}: {time.monotonic() - t:.0f} s")
