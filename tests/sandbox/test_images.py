@@ -29,7 +29,7 @@ def test_base_image_has_python_torch_numpy_triton_and_users(base_image, docker_c
                     "getent passwd agent runner | cut -d: -f1,3; gcc --version | head -1", timeout=120)
         assert r.ok, r.stderr
         lines = r.stdout.splitlines()
-        assert lines[0].startswith("2.13.0") and "+cpu" in lines[0]
+        assert lines[0].startswith(TORCH_VERSION) and ("+cpu" in lines[0]) == (torch_build().flavor == "cpu")
         assert lines[1:3] == ["agent:1000", "runner:1001"]
         assert "gcc" in lines[3]
 
@@ -199,9 +199,11 @@ def test_cuda_image_built_isolated_imports_torch_and_runs_the_softmax_oracle(tmp
     assert r.returncode == 0, r.stderr
     tag = r.stdout.split()[0]
     probe = subprocess.run(["docker", "run", "--rm", "--network=none", tag, "python3", "-c",
-                            "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)"],
+                            "import torch, triton; print(torch.__version__, torch.version.cuda, triton.__version__)\n"
+                            "import subprocess, sys; subprocess.run([sys.executable, '-m', 'pip', 'check'], check=True)"],
                            capture_output=True, text=True, timeout=600)
     assert probe.returncode == 0 and probe.stdout.startswith(f"{TORCH_VERSION} 13."), probe.stdout + probe.stderr
+    assert "No broken requirements found." in probe.stdout
     sub = tmp_path / "submission"
     shutil.copytree(TASKS / "triton-softmax" / "workspace", sub)
     shutil.copytree(TASKS / "triton-softmax" / "solution", sub, dirs_exist_ok=True)
