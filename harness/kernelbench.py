@@ -186,8 +186,9 @@ def probe(problems: list[Problem], backend: str, image: str, timeout: float = 18
                                                   for p in problems]}
     sb = get_backend(backend)(SandboxConfig(image=image, memory="8g", pids=256))
     try:
-        sb.write_file(sb.path("/workspace/kernel_module.py"), (KITS / "kernel_module.py").read_bytes())
-        sb.write_file(sb.path("/workspace/probe.json"), json.dumps(job).encode())
+        # write_file takes sandbox paths; a command's arguments are seen from inside (sb.path)
+        sb.write_file("/workspace/kernel_module.py", (KITS / "kernel_module.py").read_bytes())
+        sb.write_file("/workspace/probe.json", json.dumps(job).encode())
         r = sb.exec(["python3", "-s", sb.path("/workspace/kernel_module.py"), "--probe", sb.path("/workspace/probe.json")],
                     timeout=timeout, cwd=sb.path("/workspace"), max_output=16 << 20)
     finally:

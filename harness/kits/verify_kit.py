@@ -117,6 +117,7 @@ def _kit_dir():
         _state["dir"] = d
         tempfile.tempdir = d
         lockdown()
+        check_host()
     return _state["dir"]
 
 
@@ -408,19 +409,71 @@ def scrub(uid):
     remove_ipc(uid)
 
 
-def _bwrap(cmd, cwd):
+def _bwrap(cmd, cwd, env):
     """`cmd` wrapped in bubblewrap on the local backend, when it works here: no network, no
-    shared IPC, a read-only view of the host but for the run's folder, private scratch."""
+    shared IPC, a read-only view of the host but for the run's folder, private scratch, and a
+    private /etc/passwd and /etc/group that name the run's user."""
     if not LOCAL or "bwrap" not in _state:
         return cmd
     args = [_state["bwrap"], "--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-pid",
             "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc"]
-    for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-        if os.path.isdir(d):
-            args += ["--tmpfs", d]
-    # the kit's folder (world-readable runner scripts) may lie below /tmp: back, read-only
-    args += ["--ro-bind", _state["dir"], _state["dir"]]
+    scratch = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
+    for d in scratch:
+        args += ["--tmpfs", d]
+    # what a run needs from below those: the kit's folder (world-readable runner scripts), the
+    # Python and its prefixes, the PYTHONPATH entries, the program itself; back, read-only
+    for path in _needed_paths(cmd, env, scratch):
+        args += ["--ro-bind", path, path]
+    for name, path in sorted(_user_files().items()):
+        args += ["--ro-bind", path, "/etc/" + name]
     return args + ["--bind", cwd, cwd, "--chdir", cwd, "--"] + list(cmd)
+
+
+def _needed_paths(cmd, env, scratch):
+    """The folders of `_bwrap`'s read-only binds that lie below a scratch folder, parents first."""
+    want = [_state["dir"], sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+    want += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if cmd and os.path.isabs(cmd[0]):
+        want.append(os.path.dirname(cmd[0]))
+    out = set()
+    for p in want:
+        for q in (os.path.abspath(p), os.path.realpath(p)):
+            if os.path.exists(q) and any(_inside(q, d) and q != d for d in scratch):
+                out.add(q)
+    return sorted(out, key=lambda q: (q.count("/"), q))
+
+
+def run_user(uid):
+    """The name of a run's user: its account's, else (the local backend's uids) one of rdbench's."""
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return {CANDIDATE_UID: "rdbench-candidate", BASELINE_UID: "rdbench-baseline"}.get(uid, "rdbench-%d" % uid)
+
+
+def _user_files():
+    """{"passwd": path, "group": path}: the host's files plus an entry for each run's user, for
+    runs under bubblewrap (getpass, `~`, pwd.getpwuid and torch.compile need one)."""
+    if "user_files" not in _state:
+        out = {}
+        for name in ("passwd", "group"):
+            try:
+                with open("/etc/" + name) as f:
+                    text = f.read()
+            except OSError:
+                text = ""
+            text += "" if not text or text.endswith("\n") else "\n"
+            for uid in RUN_UIDS:
+                text += ("%s:x:%d:%d:rdbench run:/tmp:/bin/sh\n" % (run_user(uid), uid, uid) if name == "passwd"
+                         else "%s:x:%d:\n" % (run_user(uid), uid))
+            path = os.path.join(_state["dir"], name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
+            out[name] = path
+        _state["user_files"] = out
+    return _state["user_files"]
 
 
 def _find_bwrap():
@@ -460,6 +513,8 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
         _find_bwrap()
     full_env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     full_env.update({"HOME": cwd, "TMPDIR": cwd})
+    if isolated():  # getpass.getuser() (torch.compile's caches) asks these first
+        full_env.update({"USER": run_user(uid), "LOGNAME": run_user(uid)})
     full_env.update(env or {})
     logs = tempfile.mkdtemp(prefix="logs-", dir=_state["dir"])
     out_path, err_path = os.path.join(logs, "out"), os.path.join(logs, "err")
@@ -469,7 +524,7 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
     timed_out = False
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(_bwrap(cmd, cwd), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(_bwrap(cmd, cwd, full_env), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=err, start_new_session=True, **kwargs)
         try:
             rc = proc.wait(timeout=timeout)
@@ -499,6 +554,45 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
         result.note = "its share of the verifier's time limit"
     _remove(logs)
     return result
+
+
+#: The tag of the line saying that this host cannot run programs as the runs' users at all
+#: (harness/verify.py's HOST_FAULT_TAG): an infrastructure error, never a verdict.
+HOST_FAULT_TAG = "RDBENCH_HOST_FAULT"
+#: What `check_host` runs as a run's user: the verifier's Python, importing what the
+#: verifier itself imported of these, and saying whether torch sees a GPU.
+_CHECK = ("import importlib, json, sys\n"
+          "mods = [importlib.import_module(m) for m in sys.argv[1:]]\n"
+          "cuda = sys.modules['torch'].cuda.is_available() if 'torch' in sys.modules else None\n"
+          "print(json.dumps({'cuda': cuda}))\n")
+
+
+def check_host():
+    """At the kit's start, before anything of the submission is staged or run: the verifier's
+    Python, run the way every run runs (as each run's user, under bubblewrap where used),
+    imports the numpy, torch and triton the verifier imported, and sees the GPU the verifier
+    sees. If it cannot, no submission (not even the reference) could run: the kit prints
+    HOST_FAULT_TAG with the reason and exits, and the harness reports an infrastructure error."""
+    mods = [m for m in ("numpy", "torch", "triton") if m in sys.modules]
+    for uid in RUN_UIDS:
+        cwd = tempfile.mkdtemp(prefix="check-", dir=_state["dir"])
+        give(cwd, uid)
+        try:
+            r = run([sys.executable, "-s", "-c", _CHECK] + (mods if uid == CANDIDATE_UID else []), cwd, uid, 300)
+        finally:
+            _remove(cwd)
+        why = None if r.ok else "%s cannot run here as uid %d (%s)" % (sys.executable, uid, r.describe())
+        if why is None and uid == CANDIDATE_UID and "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            try:
+                seen = json.loads(r.stdout.strip().splitlines()[-1])["cuda"]
+            except (ValueError, IndexError, KeyError, TypeError):
+                seen = None
+            if seen is not True:
+                why = "torch sees a GPU as root but not as uid %d (the runs' user): check /dev/nvidia*" % uid
+        if why:
+            sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, os.environ.get("RDBENCH_RESULT_TOKEN", "-"), json.dumps(why)))
+            sys.stdout.flush()
+            sys.exit(4)
 
 
 def median(xs):
