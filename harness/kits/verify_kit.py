@@ -117,7 +117,6 @@ def _kit_dir():
         _state["dir"] = d
         tempfile.tempdir = d
         lockdown()
-        check_host()
     return _state["dir"]
 
 
@@ -426,7 +425,10 @@ def _bwrap(cmd, cwd, env):
         args += ["--ro-bind", path, path]
     for name, path in sorted(_user_files().items()):
         args += ["--ro-bind", path, "/etc/" + name]
-    return args + ["--bind", cwd, cwd, "--chdir", cwd, "--"] + list(cmd)
+    # writable: the run's folder; for a staged copy, all its private parent (the kernel kit's
+    # results and home lie beside the copy), as without bubblewrap
+    rw = os.path.dirname(cwd) if os.path.dirname(os.path.dirname(cwd)) == _state["dir"] else cwd
+    return args + ["--bind", rw, rw, "--chdir", cwd, "--"] + list(cmd)
 
 
 def _needed_paths(cmd, env, scratch):
@@ -511,6 +513,9 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
     if "bwrap_checked" not in _state:
         _state["bwrap_checked"] = True
         _find_bwrap()
+    if "host_checked" not in _state:  # before the first run: can this host run any?
+        _state["host_checked"] = True
+        check_host(cmd, cwd)
     full_env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     full_env.update({"HOME": cwd, "TMPDIR": cwd})
     if isolated():  # getpass.getuser() (torch.compile's caches) asks these first
@@ -559,36 +564,43 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
 #: The tag of the line saying that this host cannot run programs as the runs' users at all
 #: (harness/verify.py's HOST_FAULT_TAG): an infrastructure error, never a verdict.
 HOST_FAULT_TAG = "RDBENCH_HOST_FAULT"
-#: What `check_host` runs as a run's user: the verifier's Python, importing what the
-#: verifier itself imported of these, and saying whether torch sees a GPU.
+#: What `check_host` runs as a run's user: a Python importing the modules named on its command
+#: line, saying whether torch sees a GPU.
 _CHECK = ("import importlib, json, sys\n"
           "mods = [importlib.import_module(m) for m in sys.argv[1:]]\n"
           "cuda = sys.modules['torch'].cuda.is_available() if 'torch' in sys.modules else None\n"
           "print(json.dumps({'cuda': cuda}))\n")
 
 
-def check_host():
-    """At the kit's start, before anything of the submission is staged or run: the verifier's
-    Python, run the way every run runs (as each run's user, under bubblewrap where used),
-    imports the numpy, torch and triton the verifier imported, and sees the GPU the verifier
-    sees. If it cannot, no submission (not even the reference) could run: the kit prints
-    HOST_FAULT_TAG with the reason and exits, and the harness reports an infrastructure error."""
-    mods = [m for m in ("numpy", "torch", "triton") if m in sys.modules]
+def check_host(cmd, cwd):
+    """Before the first run, so before anything of the submission ran: the first run's Python
+    (`cmd[0]`: the verifier's sys.executable, or `python3` found on the runs' PATH; not one in
+    the run's folder), run the way every run runs (as each run's user, under bubblewrap where
+    used), imports the numpy, torch and triton the verifier imported, and sees the GPU the
+    verifier sees. If it cannot, no program (not even the reference) could run: the kit prints
+    HOST_FAULT_TAG with the reason and exits, and the harness reports an infrastructure error.
+    A first program that is no such Python: the check runs /bin/sh instead."""
+    exe = cmd[0] if cmd else ""
+    python = os.path.basename(exe).startswith("python") and (os.sep not in exe or (
+        os.path.isabs(exe) and not _inside(os.path.realpath(exe), os.path.realpath(cwd))))
+    mods = [m for m in ("numpy", "torch", "triton") if m in sys.modules] if python else []
+    gpu = "torch" in mods and sys.modules["torch"].cuda.is_available()
     for uid in RUN_UIDS:
-        cwd = tempfile.mkdtemp(prefix="check-", dir=_state["dir"])
-        give(cwd, uid)
+        home = tempfile.mkdtemp(prefix="check-", dir=_state["dir"])
+        give(home, uid)
+        check = [exe, "-s", "-c", _CHECK] + (mods if uid == CANDIDATE_UID else []) if python else ["/bin/sh", "-c", ":"]
         try:
-            r = run([sys.executable, "-s", "-c", _CHECK] + (mods if uid == CANDIDATE_UID else []), cwd, uid, 300)
+            r = run(check, home, uid, 300)
         finally:
-            _remove(cwd)
-        why = None if r.ok else "%s cannot run here as uid %d (%s)" % (sys.executable, uid, r.describe())
-        if why is None and uid == CANDIDATE_UID and "torch" in sys.modules and sys.modules["torch"].cuda.is_available():
+            _remove(home)
+        why = None if r.ok else "%s cannot run here as uid %d, the runs' user (%s)" % (check[0], uid, r.describe())
+        if why is None and gpu and uid == CANDIDATE_UID:
             try:
                 seen = json.loads(r.stdout.strip().splitlines()[-1])["cuda"]
             except (ValueError, IndexError, KeyError, TypeError):
                 seen = None
             if seen is not True:
-                why = "torch sees a GPU as root but not as uid %d (the runs' user): check /dev/nvidia*" % uid
+                why = "torch sees a GPU as root but not as uid %d, the runs' user: check /dev/nvidia*" % uid
         if why:
             sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, os.environ.get("RDBENCH_RESULT_TOKEN", "-"), json.dumps(why)))
             sys.stdout.flush()
