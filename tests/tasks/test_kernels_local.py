@@ -34,19 +34,20 @@ pytestmark = [
 
 
 def readable_python() -> Path:
-    """The bin/ of a venv of /usr/bin/python3 with the base image's wheels, that every user may
-    run (built once per machine; a hash of the wheels names it)."""
+    """The bin/ of a venv of /usr/bin/python3 (pip and setuptools in it) with the base image's
+    wheels, that every user may run (built once per machine; a hash of the wheels names it)."""
     from sandbox.images import download_wheels
 
     wheels = download_wheels(lambda m: print(m, file=sys.stderr))
-    venv = READABLE / f"python-{wheels.name}"
+    venv = READABLE / f"python-{wheels.name}-2"
     if (venv / "ok").exists():
         return venv / "bin"
     tmp = READABLE / f".{venv.name}-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     READABLE.chmod(0o755)
-    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(tmp)], check=True)
+    # with ensurepip's setuptools: torch.compile's C++ backend (Inductor) imports it
+    subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", str(tmp)], check=True)
     subprocess.run([sys.executable, "-m", "pip", "--python", str(tmp / "bin" / "python"), "install", "-q",
                     "--disable-pip-version-check", "--no-deps", "--no-index", *map(str, sorted(wheels.glob("*.whl")))],
                    check=True)
