@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TASKS, rdbench
+from tests.conftest import TASKS, rdbench
 
 KERNEL_TASKS = ["triton-softmax", "triton-rmsnorm", "triton-matmul-epilogue", "triton-causal-attention"]
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -157,15 +157,7 @@ def test_a_python_the_runs_cannot_execute_is_infra_not_incorrect(tmp_path, monke
     assert "this host cannot run the task's programs" in result.error and "Permission denied" in result.error
 
 
-COMPILE_PROBE = '''
-import json
-import os
-import sys
-
-import torch  # noqa: F401 - so the kit checks that the runs import it too
-import verify_kit as kit
-
-PROGRAM = """
+COMPILE = """
 import getpass, json, os, pwd
 import torch
 f = torch.compile(lambda x: torch.sin(x) * 2 + 1)
@@ -174,30 +166,14 @@ json.dump({"getuser": getpass.getuser(), "pwd": pwd.getpwuid(os.getuid()).pw_nam
            "compiled": bool(torch.allclose(f(x), torch.sin(x) * 2 + 1))}, open("out.json", "w"))
 """
 
-work = kit.stage(kit.SUBMISSION, kit.CANDIDATE_UID)
-kit.write_input(os.path.join(work, "probe.py"), PROGRAM, kit.CANDIDATE_UID)
-r = kit.run([sys.executable, "-s", "probe.py"], cwd=work, uid=kit.CANDIDATE_UID, timeout=900)
-details = {"work": work, "unavailable": "a probe: nothing timed"}
-if r.ok:
-    details.update(json.loads(kit.read_output(work, "out.json")))
-kit.emit(kit.speedup_verdict([], [], r.ok, "" if r.ok else r.describe(), details=details))
-'''
-
 
 def test_torch_compile_runs_as_a_run_user(path_env, tmp_path):
     """The runs' uids have a name (getpass, pwd, `~`), so torch.compile (Inductor, which asks
     getpass for its cache folder and compiles C++ on the CPU) works as one, under bubblewrap:
-    what kernel tasks' vs_compile (torch.compile'd reference, timed on a GPU) needs."""
-    task = tmp_path / "compile-probe"
-    (task / "workspace").mkdir(parents=True)
-    (task / "verifier").mkdir()
-    (task / "workspace" / "README").write_text("nothing to do\n")
-    (task / "instruction.md").write_text("nothing to do\n")
-    (task / "verifier" / "verify.py").write_text(COMPILE_PROBE)
-    (task / "task.toml").write_text('name = "compile-probe"\nkind = "speedup"\ndescription = "torch.compile as a run user"\n'
-                                    '[resources]\ncpus = 1\nmemory = "4g"\n[verifier]\ncommand = "python3 verify.py"\n'
-                                    'timeout_s = 1200\nrepeats = 1\n[scoring]\nreference = 1.0\n')
-    v = verify(task, task / "workspace", path_env, code=(0,))
-    d = v["details"]
+    what kernel tasks' vs_compile (a torch.compile'd reference, timed on a GPU) needs."""
+    from tests.sandbox.test_local import probe, probe_task
+
+    d = probe(probe_task(tmp_path / "compile-probe", COMPILE, imports="import torch  # the runs must import it too",
+                         users=("candidate",)), path_env)["candidate"]
     assert d["getuser"] == d["pwd"] == "rdbench-candidate", d
     assert d["home"] == d["work"] and d["compiled"] is True, d
