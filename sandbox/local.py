@@ -129,13 +129,14 @@ class LocalSandbox:
     def __init__(self, config: SandboxConfig):
         warnings.warn("local sandbox backend: no isolation (no network, user, cpu or memory limits)", stacklevel=2)
         self.config = config
+        # a verifier's runs: two uids of no account here, its own while it lives
+        self._uids = claim_uids(2) if os.geteuid() == 0 and config.role == "verifier" else []
         self.root = Path(tempfile.mkdtemp(prefix="rdbench-local-"))
         env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root),
                "RDBENCH_LOCAL_SANDBOX": "1", "HOME": str(self.root / "home")}
-        self._uids: list[tuple[int, int]] = []
-        if os.geteuid() == 0 and config.role == "verifier":  # the kit's runs, as uids of no account here,
-            self.root.chmod(0o711)                            # must reach their staged copies
-            self._uids = claim_uids(2)
+        if os.geteuid() == 0:  # the kit's runs, as those uids, must reach their staged copies
+            self.root.chmod(0o711)
+        if self._uids:
             env["RDBENCH_CANDIDATE_UID"], env["RDBENCH_BASELINE_UID"] = (str(uid) for uid, _ in self._uids)
         # only the GPUs given (none: none), numbered as nvidia-smi numbers them
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))

@@ -576,15 +576,17 @@ def check_host(cmd, cwd):
     """Before the first run, so before anything of the submission ran: the first run's Python
     (`cmd[0]`: the verifier's sys.executable, or `python3` found on the runs' PATH; not one in
     the run's folder), run the way every run runs (as each run's user, under bubblewrap where
-    used), imports the numpy, torch and triton the verifier imported, and sees the GPU the
-    verifier sees. If it cannot, no program (not even the reference) could run: the kit prints
+    used), starts; on the local backend it also imports the numpy, torch and triton the
+    verifier imported, and sees the GPU the verifier sees. If it cannot, no program (not even the reference) could run: the kit prints
     HOST_FAULT_TAG with the reason and exits, and the harness reports an infrastructure error.
     A first program that is no such Python: the check runs /bin/sh instead."""
     exe = cmd[0] if cmd else ""
     python = os.path.basename(exe).startswith("python") and (os.sep not in exe or (
         os.path.isabs(exe) and not _inside(os.path.realpath(exe), os.path.realpath(cwd))))
-    mods = [m for m in ("numpy", "torch", "triton") if m in sys.modules] if python else []
+    # the imports on the local backend only: in a container root's imports read the same files
+    mods = [m for m in ("numpy", "torch", "triton") if m in sys.modules] if python and LOCAL else []
     gpu = "torch" in mods and sys.modules["torch"].cuda.is_available()
+    t0 = time.perf_counter()
     for uid in RUN_UIDS:
         home = tempfile.mkdtemp(prefix="check-", dir=_state["dir"])
         give(home, uid)
@@ -605,6 +607,8 @@ def check_host(cmd, cwd):
             sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, os.environ.get("RDBENCH_RESULT_TOKEN", "-"), json.dumps(why)))
             sys.stdout.flush()
             sys.exit(4)
+    log("host check: %s runs as the runs' users%s (%.2f s)" % (
+        exe if python else "/bin/sh", ", importing " + ", ".join(mods) if mods else "", time.perf_counter() - t0))
 
 
 def median(xs):
