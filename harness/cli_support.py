@@ -265,7 +265,8 @@ def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrenc
 
 
 def preflight_or_fail(tasks: list["TaskSpec"]) -> None:
-    """Before the first trial on --sandbox local: the verifier's runs can run what the tasks need (exit 2: why, and the fix)."""
+    """Before the first trial on --sandbox local: the verifier's runs can run what the tasks
+    need (else exit 2, with the cause and the fix)."""
     from .preflight import PreflightError, check_local
 
     try:

@@ -434,7 +434,7 @@ def _bwrap(cmd, cwd, env):
 def _needed_paths(cmd, env, scratch):
     """The folders of `_bwrap`'s read-only binds that lie below a scratch folder, parents first."""
     want = [_state["dir"], sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
-    want += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    want += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
     if cmd and os.path.isabs(cmd[0]):
         want.append(os.path.dirname(cmd[0]))
     out = set()
@@ -577,9 +577,10 @@ def check_host(cmd, cwd):
     (`cmd[0]`: the verifier's sys.executable, or `python3` found on the runs' PATH; not one in
     the run's folder), run the way every run runs (as each run's user, under bubblewrap where
     used), starts; on the local backend it also imports the numpy, torch and triton the
-    verifier imported, and sees the GPU the verifier sees. If it cannot, no program (not even the reference) could run: the kit prints
-    HOST_FAULT_TAG with the reason and exits, and the harness reports an infrastructure error.
-    A first program that is no such Python: the check runs /bin/sh instead."""
+    verifier imported, and sees the GPU the verifier sees. If it cannot, no program (not even
+    the reference) could run: the kit prints HOST_FAULT_TAG with the reason and exits, and the
+    harness reports an infrastructure error. A first program that is no such Python: the
+    check runs /bin/sh instead."""
     exe = cmd[0] if cmd else ""
     python = os.path.basename(exe).startswith("python") and (os.sep not in exe or (
         os.path.isabs(exe) and not _inside(os.path.realpath(exe), os.path.realpath(cwd))))
@@ -604,7 +605,8 @@ def check_host(cmd, cwd):
             if seen is not True:
                 why = "torch sees a GPU as root but not as uid %d, the runs' user: check /dev/nvidia*" % uid
         if why:
-            sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, os.environ.get("RDBENCH_RESULT_TOKEN", "-"), json.dumps(why)))
+            token = os.environ.get("RDBENCH_RESULT_TOKEN", "-")
+            sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, token, json.dumps(why)))
             sys.stdout.flush()
             sys.exit(4)
     log("host check: %s runs as the runs' users%s (%.2f s)" % (
