@@ -120,9 +120,13 @@ def check_local(tasks: list["TaskSpec"]) -> None:
     root = check_python(modules)
     if os.geteuid() != 0:  # no user separation on this host: the runs are this user's
         return
+    from sandbox import SandboxError
     from sandbox.local import claim_uids, release_uids
 
-    held = claim_uids(1)
+    try:
+        held = claim_uids(1)
+    except SandboxError as e:
+        raise PreflightError(str(e)) from e
     uid = held[0][0]
     try:
         home = tempfile.mkdtemp(prefix="rdbench-preflight-")
@@ -134,6 +138,10 @@ def check_local(tasks: list["TaskSpec"]) -> None:
         os.chown(home, uid, uid)
         # the kernel kit's runs use the verifier's own interpreter; the tasks' programs, python3 on PATH
         for exe in ([root["executable"]] if modules else []) + ["python3"]:
+            if exe == "python3" and modules:  # the same Python as the verifier's: checked already
+                which, _ = _run([exe], home, uid, [])
+                if which is not None and which["executable"] == root["executable"]:
+                    continue
             report, why = _run([exe], home, uid, modules)
             if report is None:
                 what = "python3 on PATH" if exe == "python3" else f"the verifier's Python {exe}"

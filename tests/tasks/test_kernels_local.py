@@ -177,3 +177,15 @@ def test_torch_compile_runs_as_a_run_user(path_env, tmp_path):
                          users=("candidate",)), path_env)["candidate"]
     assert d["getuser"] == d["pwd"] == "rdbench-candidate", d
     assert d["home"] == d["work"] and d["compiled"] is True, d
+
+
+def test_preflight_knows_what_each_task_imports():
+    """The modules preflight checks the runs' Python imports: the tasks' own and those of the
+    kits they use at module level (kernel_kit: torch, triton; not verify_kit's lazy numpy)."""
+    from harness.preflight import needed_modules
+    from harness.task import load_task
+
+    assert needed_modules(load_task(TASKS / "py-primes")) == []
+    assert needed_modules(load_task(TASKS / "cpu-lm-train")) == ["numpy"]
+    for task in KERNEL_TASKS:
+        assert needed_modules(load_task(TASKS / task)) == ["torch", "triton"], task
