@@ -266,6 +266,8 @@ def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrenc
         tasks = [with_limits(t, spec.limits.given()) for t in load_tasks(task_names)]
     except ValueError as e:  # an override the task's [agent] schema refuses
         fail(str(e))
+    if backend == "local" and executor != "ray":  # a cluster's nodes run the trials, not this host
+        preflight_or_fail(tasks)
     if spec.model_spec is not None and spec.model_spec.price() is None:
         costly = [t.name for t in tasks if t.agent.max_cost_usd is not None]
         if costly:
@@ -283,6 +285,17 @@ def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrenc
         fail(str(e))
 
 
+def preflight_or_fail(tasks: list["TaskSpec"]) -> None:
+    """Before the first trial on --sandbox local: the verifier's runs can run what the tasks
+    need (else exit 2, with the cause and the fix)."""
+    from .preflight import PreflightError, check_local
+
+    try:
+        check_local(tasks)
+    except PreflightError as e:
+        fail(f"--sandbox local: {e}", 2)
+
+
 def resumed_run(run_dir: Path, executor: str | None = None, ray_address: str | None = None) -> "Run":
     """The run in `run_dir`, on the executor (and Ray address) given now, else its run.json's."""
     from results.records import RunError
@@ -298,6 +311,8 @@ def resumed_run(run_dir: Path, executor: str | None = None, ray_address: str | N
     if executor is not None and executor != cfg.executor:
         cfg.executor, cfg.concurrency = executor, (0 if executor == "ray" else cfg.concurrency or 1)
     cfg.ray_address = ray_address or cfg.ray_address
+    if cfg.backend == "local" and cfg.executor != "ray":
+        preflight_or_fail(the_run.tasks)
     return the_run
 
 

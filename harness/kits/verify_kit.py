@@ -408,19 +408,74 @@ def scrub(uid):
     remove_ipc(uid)
 
 
-def _bwrap(cmd, cwd):
+def _bwrap(cmd, cwd, env):
     """`cmd` wrapped in bubblewrap on the local backend, when it works here: no network, no
-    shared IPC, a read-only view of the host but for the run's folder, private scratch."""
+    shared IPC, a read-only view of the host but for the run's folder, private scratch, and a
+    private /etc/passwd and /etc/group that name the run's user."""
     if not LOCAL or "bwrap" not in _state:
         return cmd
     args = [_state["bwrap"], "--die-with-parent", "--unshare-net", "--unshare-ipc", "--unshare-pid",
             "--ro-bind", "/", "/", "--dev-bind", "/dev", "/dev", "--proc", "/proc"]
-    for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock"):
-        if os.path.isdir(d):
-            args += ["--tmpfs", d]
-    # the kit's folder (world-readable runner scripts) may lie below /tmp: back, read-only
-    args += ["--ro-bind", _state["dir"], _state["dir"]]
-    return args + ["--bind", cwd, cwd, "--chdir", cwd, "--"] + list(cmd)
+    scratch = [d for d in ("/tmp", "/var/tmp", "/dev/shm", "/run/lock") if os.path.isdir(d)]
+    for d in scratch:
+        args += ["--tmpfs", d]
+    # what a run needs from below those: the kit's folder (world-readable runner scripts), the
+    # Python and its prefixes, the PYTHONPATH entries, the program itself; back, read-only
+    for path in _needed_paths(cmd, env, scratch):
+        args += ["--ro-bind", path, path]
+    for name, path in sorted(_user_files().items()):
+        args += ["--ro-bind", path, "/etc/" + name]
+    # writable: the run's folder; for a staged copy, all its private parent (the kernel kit's
+    # results and home lie beside the copy), as without bubblewrap
+    rw = os.path.dirname(cwd) if os.path.dirname(os.path.dirname(cwd)) == _state["dir"] else cwd
+    return args + ["--bind", rw, rw, "--chdir", cwd, "--"] + list(cmd)
+
+
+def _needed_paths(cmd, env, scratch):
+    """The folders of `_bwrap`'s read-only binds that lie below a scratch folder, parents first."""
+    want = [_state["dir"], sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable)]
+    want += [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if os.path.isabs(p)]
+    if cmd and os.path.isabs(cmd[0]):
+        want.append(os.path.dirname(cmd[0]))
+    out = set()
+    for p in want:
+        for q in (os.path.abspath(p), os.path.realpath(p)):
+            if os.path.exists(q) and any(_inside(q, d) and q != d for d in scratch):
+                out.add(q)
+    return sorted(out, key=lambda q: (q.count("/"), q))
+
+
+def run_user(uid):
+    """The name of a run's user: its account's, else (the local backend's uids) one of rdbench's."""
+    try:
+        import pwd
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return {CANDIDATE_UID: "rdbench-candidate", BASELINE_UID: "rdbench-baseline"}.get(uid, "rdbench-%d" % uid)
+
+
+def _user_files():
+    """{"passwd": path, "group": path}: the host's files plus an entry for each run's user, for
+    runs under bubblewrap (getpass, `~`, pwd.getpwuid and torch.compile need one)."""
+    if "user_files" not in _state:
+        out = {}
+        for name in ("passwd", "group"):
+            try:
+                with open("/etc/" + name) as f:
+                    text = f.read()
+            except OSError:
+                text = ""
+            text += "" if not text or text.endswith("\n") else "\n"
+            for uid in RUN_UIDS:
+                text += ("%s:x:%d:%d:rdbench run:/tmp:/bin/sh\n" % (run_user(uid), uid, uid) if name == "passwd"
+                         else "%s:x:%d:\n" % (run_user(uid), uid))
+            path = os.path.join(_state["dir"], name)
+            with open(path, "w") as f:
+                f.write(text)
+            os.chmod(path, 0o644)
+            out[name] = path
+        _state["user_files"] = out
+    return _state["user_files"]
 
 
 def _find_bwrap():
@@ -458,8 +513,13 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
     if "bwrap_checked" not in _state:
         _state["bwrap_checked"] = True
         _find_bwrap()
+    if "host_checked" not in _state:  # before the first run: can this host run any?
+        _state["host_checked"] = True
+        check_host(cmd, cwd)
     full_env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
     full_env.update({"HOME": cwd, "TMPDIR": cwd})
+    if isolated():  # getpass.getuser() (torch.compile's caches) asks these first
+        full_env.update({"USER": run_user(uid), "LOGNAME": run_user(uid)})
     full_env.update(env or {})
     logs = tempfile.mkdtemp(prefix="logs-", dir=_state["dir"])
     out_path, err_path = os.path.join(logs, "out"), os.path.join(logs, "err")
@@ -469,7 +529,7 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
     timed_out = False
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(_bwrap(cmd, cwd), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
+        proc = subprocess.Popen(_bwrap(cmd, cwd, full_env), cwd=cwd, env=full_env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=err, start_new_session=True, **kwargs)
         try:
             rc = proc.wait(timeout=timeout)
@@ -499,6 +559,58 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
         result.note = "its share of the verifier's time limit"
     _remove(logs)
     return result
+
+
+#: The tag of the line saying that this host cannot run programs as the runs' users at all
+#: (harness/verify.py's HOST_FAULT_TAG): an infrastructure error, never a verdict.
+HOST_FAULT_TAG = "RDBENCH_HOST_FAULT"
+#: What `check_host` runs as a run's user: a Python importing the modules named on its command
+#: line, saying whether torch sees a GPU.
+_CHECK = ("import importlib, json, sys\n"
+          "mods = [importlib.import_module(m) for m in sys.argv[1:]]\n"
+          "cuda = sys.modules['torch'].cuda.is_available() if 'torch' in sys.modules else None\n"
+          "print(json.dumps({'cuda': cuda}))\n")
+
+
+def check_host(cmd, cwd):
+    """Before the first run, so before anything of the submission ran: the first run's Python
+    (`cmd[0]`: the verifier's sys.executable, or `python3` found on the runs' PATH; not one in
+    the run's folder), run the way every run runs (as each run's user, under bubblewrap where
+    used), starts; on the local backend it also imports the numpy, torch and triton the
+    verifier imported, and sees the GPU the verifier sees. If it cannot, no program (not even
+    the reference) could run: the kit prints HOST_FAULT_TAG with the reason and exits, and the
+    harness reports an infrastructure error. A first program that is no such Python: the
+    check runs /bin/sh instead."""
+    exe = cmd[0] if cmd else ""
+    python = os.path.basename(exe).startswith("python") and (os.sep not in exe or (
+        os.path.isabs(exe) and not _inside(os.path.realpath(exe), os.path.realpath(cwd))))
+    # the imports on the local backend only: in a container root's imports read the same files
+    mods = [m for m in ("numpy", "torch", "triton") if m in sys.modules] if python and LOCAL else []
+    gpu = "torch" in mods and sys.modules["torch"].cuda.is_available()
+    t0 = time.perf_counter()
+    for uid in RUN_UIDS:
+        home = tempfile.mkdtemp(prefix="check-", dir=_state["dir"])
+        give(home, uid)
+        check = [exe, "-s", "-c", _CHECK] + (mods if uid == CANDIDATE_UID else []) if python else ["/bin/sh", "-c", ":"]
+        try:
+            r = run(check, home, uid, 300)
+        finally:
+            _remove(home)
+        why = None if r.ok else "%s cannot run here as uid %d, the runs' user (%s)" % (check[0], uid, r.describe())
+        if why is None and gpu and uid == CANDIDATE_UID:
+            try:
+                seen = json.loads(r.stdout.strip().splitlines()[-1])["cuda"]
+            except (ValueError, IndexError, KeyError, TypeError):
+                seen = None
+            if seen is not True:
+                why = "torch sees a GPU as root but not as uid %d, the runs' user: check /dev/nvidia*" % uid
+        if why:
+            token = os.environ.get("RDBENCH_RESULT_TOKEN", "-")
+            sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, token, json.dumps(why)))
+            sys.stdout.flush()
+            sys.exit(4)
+    log("host check: %s runs as the runs' users%s (%.2f s)" % (
+        exe if python else "/bin/sh", ", importing " + ", ".join(mods) if mods else "", time.perf_counter() - t0))
 
 
 def median(xs):
