@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from agents.react import Budget
+from agents.budget import Budget
 from harness.verify import verify_folder
 from results.progress import RunProgress
 from results.records import TrialResult, load_run
