@@ -8,7 +8,7 @@ resume and the store through it, in milliseconds and with no Docker engine. It k
   `path()` says where one is, a command's `cwd` is mapped, and so is each argument of an
   argv command that names a sandbox path (`["test", "-d", "/workspace/x"]`);
 - `exec` runs the command as a child process of this one, as this user, in a session of
-  its own: a timeout kills that whole session (`timed_out`), each stream is capped at
+  its own: a timeout kills it and every process under it (`timed_out`), each stream is capped at
   `max_output` (`truncated`), `on_output` gets the output as it comes;
 - `read_file` of a missing file raises SandboxFileNotFound, `copy_out` leaves behind links
   that leave the folder and special files, `close` kills what the commands left and removes
@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from . import DEFAULT_MAX_OUTPUT, ExecResult, SandboxConfig, SandboxError, SandboxFileNotFound
+from ._server import descendants
 from .local import LocalSandbox
 
 #: the sandbox paths a command's arguments are mapped from (the rest are the host's own)
@@ -147,7 +148,10 @@ class FakeSandbox:
 
 
 def _kill_session(pid: int) -> None:
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
+    """Kill a command's session and every process under it (one that left the session included)."""
+    for p in [pid, *descendants(pid)]:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(p, signal.SIGKILL)
+            except OSError:
+                pass

@@ -27,6 +27,7 @@ def results_json(*args) -> list[dict]:
     return json.loads(r.stdout)
 
 
+@pytest.mark.docker
 def test_runs_index_their_trials_and_results_shows_both_agents_with_cis(primes_runs):
     assert primes_runs.db.is_file() and count(primes_runs.db) == 4  # 2 agents x 2 trials, indexed by the runs
     assert f"indexed in {primes_runs.db}" in primes_runs.outputs["oracle"].stderr
@@ -45,6 +46,7 @@ def test_runs_index_their_trials_and_results_shows_both_agents_with_cis(primes_r
     print(table.stdout)
 
 
+@pytest.mark.docker
 def test_import_rebuilds_the_same_index_and_never_duplicates(primes_runs, tmp_path):
     db = tmp_path / "rebuilt.db"
     before = results_json("--db", str(primes_runs.db))

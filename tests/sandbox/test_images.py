@@ -9,6 +9,7 @@ from sandbox.docker import DockerSandbox
 from sandbox.images import base_image_tag, build_dockerfile_image, debian_mirror, dockerfile_image_tag
 
 
+@pytest.mark.docker
 def test_base_image_has_python_torch_numpy_triton_and_users(base_image, docker_client):
     assert base_image == base_image_tag()
     with DockerSandbox(SandboxConfig(image=base_image), docker_client) as sb:
@@ -21,6 +22,7 @@ def test_base_image_has_python_torch_numpy_triton_and_users(base_image, docker_c
         assert "gcc" in lines[3]
 
 
+@pytest.mark.docker
 def test_task_dockerfile_builds_on_base_offline_and_is_cached(base_image, docker_client, tmp_path):
     env = tmp_path / "mytask" / "environment"
     env.mkdir(parents=True)
@@ -37,6 +39,7 @@ def test_task_dockerfile_builds_on_base_offline_and_is_cached(base_image, docker
         docker_client.images.remove(tag, force=True)
 
 
+@pytest.mark.docker
 def test_registry_dockerfile_without_registry_is_a_clear_error(base_image, docker_client, tmp_path):
     """FROM python:... is supported; here no registry answers, so it must fail clearly."""
     env = tmp_path / "regtask" / "environment"

@@ -163,6 +163,7 @@ def imported(base_image, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 def test_import_makes_valid_tasks(imported):
     names = sorted(p.name for p in imported.iterdir())
@@ -201,6 +202,7 @@ def submission(tmp_path: Path, task: Path, code: str) -> Path:
     return sub
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.parametrize("task,code", [("kb-l1-001-softmax", SOFTMAX), ("kb-l2-001-linear-relu-sum", FUSED)],
                          ids=["softmax", "fused linear-relu-sum"])
@@ -218,6 +220,7 @@ def test_triton_model_new_passes_on_the_cpu(imported, tmp_path, task, code):
         assert (task == "kb-l1-001-softmax") == (d["sizes"] != "the problem's own")  # 3000 columns: scaled
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.parametrize("exploit", list(EXPLOITS))
 def test_exploit_fails(imported, tmp_path, exploit):
