@@ -150,12 +150,12 @@ def test_trials_land_on_both_nodes_and_come_home_like_a_local_run(cluster, tmp_p
 def test_a_trial_shows_as_started_when_its_node_starts_it(cluster, tmp_path):
     """All trials go to Ray at once, but a trial is shown as started only when a node starts
     it, after the one whose CPU it takes is done (2 nodes of 1 CPU: at most 2 at a time)."""
-    from harness.cli_support import images_or_fail, new_run
+    from harness.api import images, new_run
     from harness.ray_exec import RayExecutor
     from harness.run import execute
     from results.records import AgentSpec
 
-    run = new_run(["py-primes"], AgentSpec(name="oracle"), trials=3, concurrency=None, backend="docker", repeats=1,
+    run = new_run(["py-primes"], AgentSpec(name="oracle"), trials=3, concurrency=None, sandbox="docker", repeats=1,
                   out=tmp_path / "run", executor="ray", ray_address=cluster.address)
     running, most = set(), []
 
@@ -163,7 +163,7 @@ def test_a_trial_shows_as_started_when_its_node_starts_it(cluster, tmp_path):
         running.add(spec.trial_id)
         most.append(len(running))
 
-    got = execute(run, images=images_or_fail(run.tasks, "docker", build=False),
+    got = execute(run, images=images(run.tasks, "docker", build=False),
                   executor=RayExecutor(cluster.address, log=lambda m: None), on_start=started,
                   on_done=lambda spec, r: running.discard(spec.trial_id))
     assert len(got) == 3 and all(r.correct for r in got), got
