@@ -246,7 +246,6 @@ def plan(tasks: list[str | Path] | None = None, *, agent: str | None = None, mod
          log: Callable[[str], None] = _stderr, warn: Callable[[str], None] = _stderr) -> Plan:
     """A new run of `tasks` (or, with `resume`, the unfinished trials of a run folder, whose
     run.json says the rest), checked and ready: see `run` for the options."""
-    from results.store import Store, default_db
     from sandbox import SandboxError
 
     if resume is not None:
@@ -266,7 +265,7 @@ def plan(tasks: list[str | Path] | None = None, *, agent: str | None = None, mod
     except SandboxError as e:
         raise ApiError(str(e), 1) from None
     agents_images(cfg.agent.name, found if local else {}, cfg.backend)
-    return Plan(the_run, found, runner, Store(Path(db) if db else default_db(the_run.run_dir.parent)), warn)
+    return Plan(the_run, found, runner, index(db, the_run.run_dir.parent), warn)
 
 
 def run(tasks: list[str | Path] | None = None, *, on_start: Callable[["TrialSpec"], None] = lambda s: None,
@@ -297,11 +296,19 @@ def verify(task: str | Path, submission: str | Path, *, sandbox: str = "docker",
                              seed=seed)
 
 
-def open_store(db: Path | None = None) -> "Store":
-    """The results index (default: $RDBENCH_DB, else runs/results.db), which must exist."""
+def index(db: Path | None = None, runs: Path | None = None) -> "Store":
+    """The results index at `db` (default: $RDBENCH_DB, else results.db in the folder of run
+    folders `runs`, else in runs/); it reads task folders through harness.task only."""
     from results.store import Store, default_db
 
-    store = Store(Path(db) if db else default_db())
+    from .task import task_scoring
+
+    return Store(Path(db) if db else default_db(Path(runs) if runs else Path("runs")), tasks=task_scoring)
+
+
+def open_store(db: Path | None = None) -> "Store":
+    """The results index (see `index`), which must exist."""
+    store = index(db)
     if not store.path.exists():
         raise ApiError(f"{store.path}: no results index yet; run a task, or build one with rdbench results import runs/")
     return store

@@ -282,12 +282,14 @@ def results_import(
 ):
     """(Re)build the index from run folders (the task folders are not needed): every trial.json is
     indexed; indexing twice changes nothing."""
-    from results.store import Store, StoreError, default_db
+    from results.store import StoreError
+
+    from .api import index
 
     if not runs_dir.is_dir():
         fail(f"{runs_dir}: not a folder")
     single = (runs_dir / "run.json").exists()
-    store = Store(db or default_db(runs_dir.parent if single else runs_dir))
+    store = index(db, runs_dir.parent if single else runs_dir)
     try:
         report = store.import_runs(runs_dir)
     except StoreError as e:
@@ -333,12 +335,13 @@ def report(
 ):
     """Write one self-contained HTML report of a run: summaries, trend plot, per trial verdict, diff, transcript."""
     from results.report import write_report
-    from results.store import Store, StoreError, default_db
+    from results.store import StoreError
 
+    from .api import index
     from .cli_support import load_registry
 
     try:
-        write_report(run_dir, out, Store(db or default_db(run_dir.parent)), load_registry())
+        write_report(run_dir, out, index(db, run_dir.parent), load_registry())
     except (StoreError, ValueError) as e:
         fail(str(e), 1)
     console.print(f"wrote {out}", highlight=False)

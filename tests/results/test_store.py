@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 
 from results.records import TrialResult
+from harness.task import task_scoring
 from results.store import Store
 from tests.conftest import rdbench
 from tests.results.synth import FAILED, INFRA, speedup, task_folder, write_run
@@ -78,7 +79,7 @@ def test_default_index_is_beside_the_runs_or_from_rdbench_db(tmp_path):
 def test_a_resumed_trial_replaces_its_row(tmp_path):
     task = task_folder(tmp_path / "tasks", "synthetic", "speedup", 10.0, 1.0)
     run = write_run(tmp_path / "runs", "r1", task, "oracle", None, [INFRA, speedup(5.0)])
-    store = Store(tmp_path / "index.db")
+    store = Store(tmp_path / "index.db", tasks=task_scoring)
     store.index_run(run)
     assert [r.verdict for r in store.rows()] == ["infra error", "correct"]
     p = run / "trials" / "synthetic__oracle__0" / "trial.json"
@@ -95,7 +96,7 @@ def test_a_trial_being_written_and_a_foreign_folder_are_skipped(tmp_path):
     (run / "trials" / "synthetic__nop__2" / "trial.json").write_text('{"task": "synth')  # torn
     (tmp_path / "runs" / "junk").mkdir()
     (tmp_path / "runs" / "junk" / "run.json").write_text("not json")
-    report = Store(tmp_path / "i.db").import_runs(tmp_path / "runs")
+    report = Store(tmp_path / "i.db", tasks=task_scoring).import_runs(tmp_path / "runs")
     assert (report.runs, report.trials) == (1, 2) and "junk" in report.skipped[0]
 
 
@@ -103,7 +104,7 @@ def test_score_trials_are_normalised_with_the_tasks_base_and_reference(tmp_path)
     task = task_folder(tmp_path / "tasks", "post", "score", 0.5, 0.1)
     run = write_run(tmp_path / "runs", "r1", task, "react", "openai/gpt-5",
                     [{"correct": True, "metric": "accuracy", "value": 0.3}, {"correct": False, "metric": "accuracy"}])
-    store = Store(tmp_path / "i.db")
+    store = Store(tmp_path / "i.db", tasks=task_scoring)
     store.index_run(run)
     (a, b) = store.rows()
     assert (a.kind, b.kind, b.normalised) == ("score", "score", None) and a.normalised == pytest.approx(0.5)

@@ -239,6 +239,7 @@ def test_fast_p_over_a_suite_counts_never_attempted_problems(tmp_path):
     """Four problems; model A ran three of them (one twice), model B one. fast_p's denominator
     is always the four problems; a correct verdict without a measured speedup (the unchanged
     starting point) is never fast; infrastructure errors are not trials."""
+    from harness.task import task_scoring
     from results.records import TrialResult
     from results.store import Store
 
@@ -255,7 +256,7 @@ def test_fast_p_over_a_suite_counts_never_attempted_problems(tmp_path):
                            metric="speedup", value=value, error_class="infra" if infra else None,
                            details=details or ({"unavailable": "x"} if correct and value is None else {}))
 
-    store = Store(tmp_path / "results.db")
+    store = Store(tmp_path / "results.db", tasks=task_scoring)
     store.add_many([
         (trial("kb-l1-000-p", "openai/a", 0, True, 2.0), None),
         (trial("kb-l1-000-p", "openai/a", 1, True, 0.8), None),    # the problem is fast in half its trials at p=1
