@@ -106,8 +106,9 @@ class FakeSandbox:
             timed_out = True
             _kill_session(proc.pid)
             proc.wait()
+        drained = time.monotonic() + DRAIN_S
         for r in readers:
-            r.join(DRAIN_S)
+            r.join(max(0.0, drained - time.monotonic()))
         return ExecResult(-9 if timed_out else proc.returncode, out["stdout"].decode("utf-8", "replace"),
                           out["stderr"].decode("utf-8", "replace"), time.monotonic() - t, timed_out,
                           cut["stdout"] or cut["stderr"])

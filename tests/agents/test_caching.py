@@ -67,6 +67,7 @@ def test_model_args_reach_the_api_and_run_json(base_image, tmp_path):
     assert config["model_args"] == {"thinking_budget": 2048, "top_k": 5} and config["context_window"] == 50000
 
 
+@pytest.mark.slow
 def test_the_fake_server_refuses_a_history_that_lost_its_thinking_blocks():
     """The check the test above relies on, through the real SDK: the API's own 400."""
     import anthropic

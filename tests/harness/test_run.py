@@ -146,6 +146,7 @@ def test_bad_cli_input_is_one_clear_error(tmp_path):
         assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_local_backend_runs_a_trial_and_says_it_does_not_isolate(tmp_path):
     r = rdbench("run", "py-primes", "--agent", "oracle", "--sandbox", "local", "--out", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr

@@ -55,6 +55,7 @@ def test_speedup_panel_points_cis_and_published_line(indexed):
     assert any("undated" in n and "no release date" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_cli_writes_png_and_svg_with_a_score_panel(indexed, tmp_path):
     png = tmp_path / "trends.png"
     r = rdbench("trends", "--out", str(png), "--db", str(indexed.path))
