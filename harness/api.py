@@ -2,9 +2,10 @@
 
     from harness import api
 
-    trials = api.run(["tasks/py-primes"], agent="oracle", trials=2)     # list[TrialResult]
-    verdict = api.verify("tasks/py-primes", "my-submission/")           # VerifierResult
-    for g in api.results(task="py-primes"):                             # per task x model
+    trials = api.run(["tasks/py-primes"], agent="oracle", trials=2, out="runs/demo")  # -> [TrialResult]
+    trials = api.run(resume="runs/demo")                        # re-runs only its unfinished trials
+    verdict = api.verify("tasks/py-primes", "tasks/py-primes/solution")     # -> VerifierResult
+    for g in api.results(task="py-primes"):                     # per task x model, from runs/results.db
         print(g.label, g.geomean, g.success_rate)
 
 The CLI's `run`, `verify` and `results` are these functions plus a terminal: the composition
