@@ -141,11 +141,7 @@ class FakeSandbox:
             _kill_session(pid)
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
+    __enter__, __exit__ = LocalSandbox.__enter__, LocalSandbox.__exit__
 
 
 def _kill_session(pid: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from harness import api
 from results.records import load_run
+from tests.conftest import rdbench
 from tests.tiny import tiny_task
 
 
@@ -81,3 +82,22 @@ def test_a_refused_request_is_one_clear_error_and_leaves_no_run(task, tmp_path, 
     with pytest.raises(api.ApiError, match=says.replace("(", r"\(")):
         call(task, tmp_path)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_the_cli_is_the_api_plus_a_terminal(task, tmp_path):
+    run, db = str(tmp_path / "run"), str(tmp_path / "i.db")
+    r = rdbench("run", str(task), "--sandbox", "fake", "--trials", "2", "--out", run, "--db", db)
+    assert r.returncode == 0, r.stderr
+    assert "2 trial(s) to run" in r.stderr and "tiny__oracle__1: correct 2.00x" in r.stderr
+    r = rdbench("run", "--resume", run, "--db", db)
+    assert r.returncode == 0 and "0 trial(s) to run" in r.stderr, r.stderr
+    r = rdbench("results", "--db", db, "--format", "json")
+    (group,) = json.loads(r.stdout)
+    assert (group["label"], group["trials"], group["success_rate"]) == ("oracle", 2, 1.0)
+    r = rdbench("verify", str(task), "--submission", str(task / "workspace"), "--sandbox", "fake", "--seed", "3")
+    assert r.returncode == 3 and json.loads(r.stdout)["details"]["secret_seed"] == 3
+    r = rdbench("run", str(task), "--sandbox", "kvm", "--executor", "local")
+    assert r.returncode == 2 and "unknown sandbox backend 'kvm'" in r.stderr
+    r = rdbench("run", str(task), "--sandbox", "fake", "--executor", "nope")
+    assert r.returncode == 2 and "unknown executor 'nope'" in r.stderr
