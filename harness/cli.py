@@ -23,7 +23,8 @@ results_app = typer.Typer(help="Per task x model figures from the results index;
                           invoke_without_command=True)
 app.add_typer(results_app, name="results")
 
-SANDBOX_HELP = "docker (isolated) or local (no isolation: for machines without Docker); fake: tests and development only"
+SANDBOX_HELP = ("docker (isolated) or local (no isolation: for machines without Docker); fake: tests and "
+                "development only")
 DB_HELP = "the results index (default: $RDBENCH_DB, else results.db beside the run folders: runs/results.db)"
 REPEATS_HELP = "timed runs per program (default: the task's [verifier] repeats; fewer is quicker and noisier)"
 EXECUTOR_HELP = "local (this machine; the default) or ray (a Ray cluster: pip install -e '.\\[ray]')"  # escaped for rich
