@@ -158,9 +158,9 @@ class ScriptedModel(_Conversation):
     def _reply(self, raw, latency: float, keep: bool) -> Reply:
         turn, body = raw
         calls = [ToolCall(self.script.call_id(), name, args) for name, args in turn.calls]
-        if keep:
-            self.messages.append({"role": "assistant", "content": turn.text,
-                                  "tool_calls": [{"id": c.id, "name": c.name, "args": c.args} for c in calls]})
+        if keep:  # the history stays JSON, whatever the arguments (agents.tools.Unparsable included)
+            sent = [{"id": c.id, "name": c.name, "args": json.loads(json.dumps(c.args, default=str))} for c in calls]
+            self.messages.append({"role": "assistant", "content": turn.text, "tool_calls": sent})
         tokens = turn.input_tokens if turn.input_tokens is not None else len(json.dumps(body)) // 3
         return Reply(turn.text, calls, input_tokens=tokens, output_tokens=turn.output_tokens, latency_s=latency,
                      raw={"turn": turn.text}, cache_read_tokens=turn.cache_read_tokens,

@@ -149,3 +149,13 @@ def test_losing_the_sandbox_stops_the_agent_as_its_own_doing(sandbox, tmp_path):
     result, events = play(sandbox, tmp_path, Script([close_it]))
     assert result.stop_reason == "sandbox_lost"
     assert [e for e in events if e["type"] == "tool_result"][-1]["is_error"]
+
+
+def test_arguments_that_are_no_json_object_are_the_models_error(sandbox, tmp_path):
+    from agents.tools import Unparsable
+
+    script = Script([Turn(calls=[("bash", Unparsable("{not json")), ("bash", ["ls"]), ("create", {"path": 3})]),
+                     submit()])
+    result, events = play(sandbox, tmp_path, script)
+    assert result.stop_reason == "submitted"
+    assert [e["is_error"] for e in events if e["type"] == "tool_result"] == [True, True, True]
