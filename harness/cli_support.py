@@ -41,8 +41,6 @@ def warn(msg: str) -> None:
 @contextmanager
 def api_errors():
     """An ApiError of harness.api (a request refused) as one clear line and the exit status it names."""
-    from rich.markup import escape
-
     from .api import ApiError
 
     try:
