@@ -68,18 +68,12 @@ def run(
     from .cli_support import api_errors, containers, dim, live_progress, parse_model_args, print_summary, warn
     from .executors import ExecutorError
 
-    with api_errors():
-        if resume is not None:
-            if (tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout
-                    or model_arg or context_window):
-                fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
-            plan = api.plan(resume=resume, executor=executor, ray_address=ray_address, db=db, log=dim, warn=warn)
-        else:
-            plan = api.plan(tasks, agent=agent, model=model, base_url=base_url, replay=replay,
-                            limits={"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
-                            model_args=parse_model_args(model_arg or []), context_window=context_window,
-                            trials=trials, concurrency=concurrency, sandbox=sandbox, repeats=repeats, out=out,
-                            executor=executor, ray_address=ray_address, freeze=freeze, db=db, log=dim, warn=warn)
+    with api_errors():  # --resume takes the rest from the run's run.json (and refuses it given)
+        plan = api.plan(tasks, agent=agent, model=model, base_url=base_url, replay=replay,
+                        limits={"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
+                        model_args=parse_model_args(model_arg or []), context_window=context_window, trials=trials,
+                        concurrency=concurrency, sandbox=sandbox, repeats=repeats, out=out, executor=executor,
+                        ray_address=ray_address, freeze=freeze, resume=resume, db=db, log=dim, warn=warn)
     cfg, pending, run_dir = plan.run.config, plan.pending, plan.run.run_dir
     with containers(cfg.backend if plan.local else "cluster", resume_hint=f"resume with: rdbench run --resume {run_dir}"):
         err.print(f"run [bold]{cfg.run_id}[/] -> {run_dir}: {len(pending)} trial(s) to run, agent "

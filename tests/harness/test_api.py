@@ -75,6 +75,7 @@ def test_verify_grades_any_folder(task):
     (lambda t, d: api.run([t], agent="oracle", sandbox="fake", executor="slurm"), "unknown executor 'slurm'"),
     (lambda t, d: api.run([d / "nope"], agent="oracle", sandbox="fake"), "no such task folder"),
     (lambda t, d: api.run(resume=d), "not a run folder"),
+    (lambda t, d: api.run([t], resume=d), "resume takes the tasks"),
     (lambda t, d: api.verify(t, d / "missing", sandbox="fake"), "not a folder"),
     (lambda t, d: api.results(d / "none.db"), "no results index yet"),
 ])
