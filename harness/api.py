@@ -252,7 +252,8 @@ def plan(tasks: list[str | Path] | None = None, *, agent: str | None = None, mod
     if resume is not None:
         if (tasks or agent or model or base_url or replay or any(v is not None for v in (limits or {}).values())
                 or model_args or context_window or repeats):
-            raise ApiError("resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
+            raise ApiError("resume takes the tasks, agent, model and repeats from the run's run.json; "
+                           "give none of them")
         the_run = resumed_run(resume, executor, ray_address)
         runner = get_executor(the_run.config.executor, the_run.config.ray_address, log)
     else:
