@@ -23,7 +23,8 @@ results_app = typer.Typer(help="Per task x model figures from the results index;
                           invoke_without_command=True)
 app.add_typer(results_app, name="results")
 
-SANDBOX_HELP = "docker (isolated) or local (no isolation: for machines without Docker)"
+SANDBOX_HELP = ("docker (isolated) or local (no isolation: for machines without Docker); fake: tests and "
+                "development only")
 DB_HELP = "the results index (default: $RDBENCH_DB, else results.db beside the run folders: runs/results.db)"
 REPEATS_HELP = "timed runs per program (default: the task's [verifier] repeats; fewer is quicker and noisier)"
 EXECUTOR_HELP = "local (this machine; the default) or ray (a Ray cluster: pip install -e '.\\[ray]')"  # escaped for rich
@@ -61,50 +62,33 @@ def run(
                                 "while it times (recorded in run.json)"),
 ):
     """Run an agent on tasks and print the verdicts; every finished trial is indexed in the results index."""
-    from results.store import RunIndexer, Store, default_db
-
-    from .cli_support import (agent_spec, agents_images_or_fail, containers, executor_or_fail, images_or_fail,
-                              live_progress, new_run, print_summary, resumed_run, warn)
     from rich.markup import escape
 
+    from . import api
+    from .cli_support import api_errors, containers, dim, live_progress, parse_model_args, print_summary, warn
     from .executors import ExecutorError
-    from .run import execute
 
-    if resume is not None:
-        if (tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout
-                or model_arg or context_window):
-            fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
-        the_run = resumed_run(resume, executor, ray_address)
-        runner = executor_or_fail(the_run.config.executor, the_run.config.ray_address)
-    else:
-        spec = agent_spec(agent, model, base_url, replay,
-                          {"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
-                          model_args=model_arg or [], context_window=context_window)
-        runner = executor_or_fail(executor or "local", ray_address)
-        the_run = new_run(tasks, spec, trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
-                          out=out, executor=executor or "local", ray_address=ray_address, freeze=freeze)
-    cfg, pending = the_run.config, the_run.pending()
-    local = cfg.executor == "local"
-    images = images_or_fail(the_run.tasks, cfg.backend, build=local)  # a cluster's nodes hold their own
-    agents_images_or_fail(cfg.agent.name, images if local else {}, cfg.backend)  # installed agents' images
-    store = Store(db or default_db(the_run.run_dir.parent))
-    hint = f"resume with: rdbench run --resume {the_run.run_dir}"
-    with containers(cfg.backend if local else "cluster", resume_hint=hint):  # a cluster's: the executor's
-        err.print(f"run [bold]{cfg.run_id}[/] -> {the_run.run_dir}: {len(pending)} trial(s) to run, agent "
+    with api_errors():  # --resume takes the rest from the run's run.json (and refuses it given)
+        plan = api.plan(tasks, agent=agent, model=model, base_url=base_url, replay=replay,
+                        limits={"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
+                        model_args=parse_model_args(model_arg or []), context_window=context_window, trials=trials,
+                        concurrency=concurrency, sandbox=sandbox, repeats=repeats, out=out, executor=executor,
+                        ray_address=ray_address, freeze=freeze, resume=resume, db=db, log=dim, warn=warn)
+    cfg, pending, run_dir = plan.run.config, plan.pending, plan.run.run_dir
+    with containers(cfg.backend if plan.local else "cluster", resume_hint=f"resume with: rdbench run --resume {run_dir}"):
+        err.print(f"run [bold]{cfg.run_id}[/] -> {run_dir}: {len(pending)} trial(s) to run, agent "
                   f"{cfg.agent.name}{', model ' + cfg.agent.model if cfg.agent.model else ''}, "
-                  + (f"concurrency {cfg.concurrency}" if local else f"on the Ray cluster {cfg.ray_address or ''}"))
+                  + (f"concurrency {cfg.concurrency}" if plan.local else f"on the Ray cluster {cfg.ray_address or ''}"))
         with live_progress(cfg.run_id, pending) as (on_start, on_done):
             try:
-                execute(the_run, images=images, on_start=on_start, on_done=on_done,
-                        index=RunIndexer(store, the_run.run_dir, warn), executor=runner)
+                results = plan.execute(on_start, on_done)
             except ExecutorError as e:
                 fail(escape(str(e)), 1)
-    results = the_run.all_results()
     print_summary(results, f"run {cfg.run_id}")
-    err.print(f"indexed in {store.path}: compare with rdbench results --db {store.path}", highlight=False)
+    err.print(f"indexed in {plan.store.path}: compare with rdbench results --db {plan.store.path}", highlight=False)
     if any(r.error_class == "infra" for r in results):
         err.print(f"[red]infrastructure errors: these trials are not scores; re-run them with "
-                  f"rdbench run --resume {the_run.run_dir}[/]")
+                  f"rdbench run --resume {run_dir}[/]")
         raise typer.Exit(1)
 
 
@@ -118,22 +102,15 @@ def verify(
                                        "a trial's is in its details.secret_seed, to reproduce its verdict"),
 ):
     """Grade any folder with a task's verifier, in a fresh sandbox. Exit 0: correct; 3: incorrect."""
-    from sandbox import SandboxError, get_backend
+    from sandbox import SandboxError
 
-    from .cli_support import containers, images_or_fail, load_tasks
-    from .cores import CorePool
-    from .verify import VerifierError, quiet, verify_folder
+    from . import api
+    from .cli_support import api_errors, containers, dim
+    from .verify import VerifierError
 
-    spec = load_tasks([task])[0]
-    if not submission.is_dir():
-        fail(f"{submission}: not a folder")
-    image = images_or_fail([spec], sandbox)[spec.name]
-    pool = CorePool()
     try:
-        with containers(sandbox), pool.exclusive(spec.resources.cpus) as cpuset, \
-                quiet(get_backend(sandbox), cpuset, pool):
-            v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset,
-                              repeats=repeats, seed=seed)
+        with api_errors(), containers(sandbox):
+            v = api.verify(task, submission, sandbox=sandbox, repeats=repeats, seed=seed, log=dim)
     except (SandboxError, VerifierError) as e:
         fail(str(e), 1)
     console.print_json(v.model_dump_json())
@@ -237,31 +214,27 @@ def results(
         return
     from rich.console import Console
 
-    from results.aggregate import aggregate, order, to_csv, to_json
-    from results.store import Store, StoreError, default_db
+    from results.aggregate import to_csv, to_json
     from results.summary import groups_table
 
-    from .cli_support import load_registry
+    from . import api
+    from .cli_support import api_errors
 
     if by not in ("task", "model") or format not in ("table", "csv", "json"):
         fail("--by is task or model; --format is table, csv or json")
-    store = Store(db or default_db())
-    if not store.path.exists():
-        fail(f"{store.path}: no results index yet; run a task, or build one with rdbench results import runs/")
-    if suite is not None:
-        from .kernelbench import suite_results
+    with api_errors():
+        if suite is not None:
+            from .kernelbench import suite_results
 
-        return suite_results(store, suite, p or [1.0], format)
-    try:
-        groups = order(aggregate(store.rows(task=task), load_registry(), p=p[0] if p else 1.0), by)
-    except StoreError as e:
-        fail(str(e), 1)
+            return suite_results(api.open_store(db), suite, p or [1.0], format)
+        groups = api.results(db, task=task, p=p[0] if p else 1.0, by=by)
+        store_path = api.open_store(db).path
     if format == "json":
         sys.stdout.write(to_json(groups) + "\n")
     elif format == "csv":
         sys.stdout.write(to_csv(groups))
     else:
-        table = groups_table(groups, f"{store.path} ({len(groups)} task x model rows)", by)
+        table = groups_table(groups, f"{store_path} ({len(groups)} task x model rows)", by)
         # off a terminal, as wide as the table needs: a file or a pipe gets whole rows
         out = console if console.is_terminal else Console(width=max(160, Console(width=1000).measure(table).maximum))
         out.print(table)
@@ -274,12 +247,14 @@ def results_import(
 ):
     """(Re)build the index from run folders (the task folders are not needed): every trial.json is
     indexed; indexing twice changes nothing."""
-    from results.store import Store, StoreError, default_db
+    from results.store import StoreError
+
+    from .api import index
 
     if not runs_dir.is_dir():
         fail(f"{runs_dir}: not a folder")
     single = (runs_dir / "run.json").exists()
-    store = Store(db or default_db(runs_dir.parent if single else runs_dir))
+    store = index(db, runs_dir.parent if single else runs_dir)
     try:
         report = store.import_runs(runs_dir)
     except StoreError as e:
@@ -325,12 +300,13 @@ def report(
 ):
     """Write one self-contained HTML report of a run: summaries, trend plot, per trial verdict, diff, transcript."""
     from results.report import write_report
-    from results.store import Store, StoreError, default_db
+    from results.store import StoreError
 
+    from .api import index
     from .cli_support import load_registry
 
     try:
-        write_report(run_dir, out, Store(db or default_db(run_dir.parent)), load_registry())
+        write_report(run_dir, out, index(db, run_dir.parent), load_registry())
     except (StoreError, ValueError) as e:
         fail(str(e), 1)
     console.print(f"wrote {out}", highlight=False)

@@ -296,11 +296,12 @@ def suite_results(store, folder: Path, ps: list[float], format: str) -> None:
     from rich.table import Table
 
     from results.store import StoreError
-    from results.suite import suite_fast_p, suite_table_rows, suite_tasks
+    from results.suite import suite_fast_p, suite_table_rows
 
     from .cli_support import console, fail, load_registry
+    from .task import task_names
 
-    tasks = suite_tasks(folder)
+    tasks = task_names(folder)
     if not tasks:
         fail(f"{folder}: no task folders (with a task.toml) in it")
     try:

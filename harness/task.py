@@ -135,3 +135,27 @@ def resolve_task(name_or_path: str, tasks_root: Path) -> TaskSpec:
     if not p.exists() and (tasks_root / name_or_path).exists():
         p = tasks_root / name_or_path
     return load_task(p)
+
+
+def task_scoring(paths: list[str]) -> dict[str, dict]:
+    """The fields an older trial.json lacks (kind, score_base, score_reference) by task name,
+    for those of `paths` that still hold a valid task: the results index's TaskReader."""
+    out = {}
+    for path in paths:
+        try:
+            t = load_task(path)
+        except TaskError:
+            continue
+        out[t.name] = {"kind": t.kind, "score_base": t.scoring.base, "score_reference": t.scoring.reference}
+    return out
+
+
+def task_names(folder: str | Path) -> list[str]:
+    """The names of the task folders under `folder` (a malformed one: its folder's name)."""
+    names = []
+    for path in find_tasks(folder):
+        try:
+            names.append(load_task(path).name)
+        except TaskError:
+            names.append(path.name)
+    return names

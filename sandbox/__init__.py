@@ -152,6 +152,7 @@ class Sandbox(Protocol):
 BACKENDS = {
     "docker": ("sandbox.docker", "DockerSandbox", "pip install docker"),
     "local": ("sandbox.local", "LocalSandbox", None),
+    "fake": ("sandbox.fake", "FakeSandbox", None),  # tests and development only: no isolation at all
 }
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agents.gateway import PLACEHOLDER_KEY, Gateway, target
-from agents.react import Budget, Transcript
+from agents.budget import Budget, Transcript
 from agents.wire import parse_response, summary
 from results.registry import ModelSpec
 from tests.agents.fake_api import FakeAPI, Step, sse_events

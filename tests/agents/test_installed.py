@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from agents.gateway import PLACEHOLDER_KEY, Gateway
-from agents.react import Budget, Transcript
+from agents.budget import Budget, Transcript
 from results.registry import ModelSpec
 from tests.agents.fake_api import FakeAPI, Step
 from tests.conftest import TASKS, rdbench

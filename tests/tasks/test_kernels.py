@@ -26,7 +26,7 @@ from tests.conftest import TASKS, rdbench
 KERNEL_TASKS = ["triton-softmax", "triton-rmsnorm", "triton-matmul-epilogue", "triton-causal-attention"]
 #: The verdict of the witness (harness/kits/kernel_kit.py) when its replay of the recorded launches disagrees.
 NOT_TRITONS = "the output was not produced by the recorded Triton launches"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 needs_gpu = pytest.mark.skipif(not detect_gpus(), reason="no NVIDIA GPU on this machine")
 
 
