@@ -255,7 +255,8 @@ def new_run(task_names: list[str], spec: "AgentSpec", *, trials: int, concurrenc
     concurrency = concurrency or (0 if executor == "ray" else 1)
     config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in tasks], agent=spec, trials=trials,
                        concurrency=concurrency, backend=backend, repeats=repeats, executor=executor,
-                       ray_address=ray_address, freeze=freeze)
+                       ray_address=ray_address, freeze=freeze,
+                       provider_tools={t.name: t.agent.provider_tools for t in tasks if t.agent.provider_tools})
     try:
         return create_run(config, out or Path("runs") / run_id, tasks)
     except RunError as e:

@@ -22,7 +22,8 @@ ends the CLI and the submission is verified.
 
 from .framing import MAX_BODY
 from .policy import KINDS, MAX_IN_FLIGHT, provider_tools
-from .server import MAX_CONNECTIONS, MAX_TOKEN_COUNTS, PLACEHOLDER_KEY, PREAMBLE, ROUTES, Gateway, socket_dir
+from .listener import MAX_CONNECTIONS, socket_dir
+from .server import MAX_TOKEN_COUNTS, PLACEHOLDER_KEY, PREAMBLE, ROUTES, Gateway
 from .upstream import connection, provider_fault, proxy_for, target, upstream
 
 __all__ = ["KINDS", "MAX_BODY", "MAX_CONNECTIONS", "MAX_IN_FLIGHT", "MAX_TOKEN_COUNTS", "PLACEHOLDER_KEY", "PREAMBLE",

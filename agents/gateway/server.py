@@ -4,6 +4,7 @@ back and settles what it cost."""
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import http.client
 import json
@@ -11,8 +12,6 @@ import os
 import re
 import secrets
 import socket
-import socketserver
-import tempfile
 import threading
 import time
 from http import HTTPStatus
@@ -24,6 +23,7 @@ from .. import ModelError
 from ..react import Budget, StopAgent, Transcript
 from ..wire import opening, parse_response, results, summary
 from .framing import READ_TIMEOUT_S, BodyPool, Capped, FramingError, read_body
+from .listener import Listener
 from .policy import MAX_IN_FLIGHT, Claim, Traffic, charged, claim, fits, provider_tools
 from .upstream import connection, provider_fault, proxy_for, target, upstream
 
@@ -48,62 +48,17 @@ MAX_TOKEN_COUNTS = 200
 SAFE_TARGET = re.compile(r"[!-~]+")
 #: bytes of one response kept for the transcript (its start), and of its end (the usage events)
 MAX_LOGGED, TAIL = 8 << 20, 1 << 20
-#: connections open at once (more are answered 503 and closed); each is one thread
-MAX_CONNECTIONS = 32
 #: seconds a call waits for the calls in flight to settle before it is refused (429)
 ADMIT_WAIT_S = 300.0
+#: bytes from which a request body is parsed under a lock (memory stays flat)
+LARGE = 1 << 20
+#: characters of one text from a request (a prompt, a tool's output) kept in the transcript
+MAX_TEXT = 256 << 10
 
 
-def socket_dir(owner: int) -> Path:
-    """A fresh folder for a gateway's socket (under /tmp: a socket path has 108 bytes), mode
-    0700 and owned by `owner` (the sandbox's user), so that no other host user reaches the
-    socket; a process that may not give a folder away (not root) leaves it 0711, and the
-    trial's secret keeps other users out."""
-    d = Path(tempfile.mkdtemp(prefix="rdbench-gw-", dir="/tmp"))
-    try:
-        os.chown(d, owner, owner)
-    except PermissionError:
-        d.chmod(0o711)
-    return d
-
-
-class _Server(socketserver.ThreadingUnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = 64
-
-    def __init__(self, path: str, handler, gateway: "Gateway"):
-        self.gateway = gateway
-        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        super().__init__(path, handler)
-
-    def process_request(self, request, client_address):
-        if not self.slots.acquire(blocking=False):  # over the cap: answered and closed, no thread
-            self.gateway.dropped += 1
-            try:
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:  # no thread started
-            self.slots.release()
-            self.shutdown_request(request)
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
-
-    def handle_error(self, request, client_address):  # one connection's fault: a line, no console traceback
-        import sys
-
-        e = sys.exc_info()[1]
-        with self.gateway._cond:
-            self.gateway._log(type="gateway_error", error=f"{type(e).__name__}: {e}"[:500])
+def _clip(text: str) -> str:
+    """A text from a request as the transcript keeps it (the raw request is in logs/gateway/)."""
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT] + f"\n... ({len(text) - MAX_TEXT} characters cut)"
 
 
 class Gateway:
@@ -133,9 +88,10 @@ class Gateway:
         self._flying: dict[int, Claim] = {}  # calls admitted and not settled
         self._traffic = Traffic()
         self._pool = BodyPool()
+        self._parsing = threading.Lock()  # one large body parsed at a time
         self._pending: dict[str, dict] = {}  # tool calls made, results not seen yet
         self._started = False
-        self._server = _Server(str(self.socket_path), self._handler(), self)
+        self._server = Listener(str(self.socket_path), self._handler(), self)
         try:
             if owner is None:
                 raise PermissionError
@@ -212,12 +168,12 @@ class Gateway:
             if not self._started:
                 self._started = True
                 system, user = opening(body)
-                self._log(type="start", model=f"{self.spec.provider}/{body.get('model', self.spec.name)}",
-                          system=system, user=user, via="gateway")
+                self._log(type="start", model=f"{self.spec.provider}/{str(body.get('model', self.spec.name))[:200]}",
+                          system=_clip(system), user=_clip(user), via="gateway")
             for cid, output, err in results(body):
                 call = self._pending.pop(cid, None)
                 if call is not None:
-                    self._log(type="tool_result", id=cid, name=call["name"], args=call["args"], output=output,
+                    self._log(type="tool_result", id=cid, name=call["name"], args=call["args"], output=_clip(output),
                               is_error=err)
             self.calls += 1
             self._flying[self.calls] = held
@@ -333,7 +289,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self.refuse(400, f"rdbench gateway: POST {self.path!r}: not a valid request target")
         raw = self.body()
         try:
-            body = json.loads(raw)
+            with gw._parsing if len(raw) > LARGE else contextlib.nullcontext():  # its parse takes ~2x its size
+                body = json.loads(raw)
         except ValueError:
             body = {}
         body = body if isinstance(body, dict) else {}
@@ -342,6 +299,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self.refuse(400, f"rdbench gateway: provider-side tools are off in this task: {', '.join(banned)} "
                                     "(the sandbox has no network; a task allows them with [agent] provider_tools)")
         why, status, n, held = gw.admit(path, body, len(raw))
+        body = None  # what is forwarded is `raw`, as it came
         if why is not None:
             return self.refuse(status, why)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in DROP}

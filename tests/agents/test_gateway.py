@@ -126,8 +126,6 @@ def test_the_wall_time_runs_from_the_first_call(tmp_path, monkeypatch):
 
 
 def test_a_chunked_request_body_is_forwarded_whole(tmp_path, monkeypatch):
-    import socket
-
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     sock = _sock()
     body = json.dumps({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi " * 50}]}).encode()
@@ -311,8 +309,6 @@ def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(
     """A request target http.client would not send (a control character in its query) is
     refused by the gateway: no provider fault, so the agent cannot make its own trial `infra`
     with it; the next call goes through."""
-    import socket
-
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     sock = _sock()
     with FakeAPI([Step(text="fine")]) as api:
