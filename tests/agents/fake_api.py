@@ -84,6 +84,7 @@ class FakeAPI:
         self.served: list[tuple[int, int]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
         self.overflows = 0
+        self.active = self.peak_active = 0  # requests being answered now, and the most at once
         self.summaries = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -97,6 +98,16 @@ class FakeAPI:
                 pass
 
             def do_POST(self):
+                with api._lock:
+                    api.active += 1
+                    api.peak_active = max(api.peak_active, api.active)
+                try:
+                    self._answer()
+                finally:
+                    with api._lock:
+                        api.active -= 1
+
+            def _answer(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 route = self.path.partition("?")[0]  # Claude Code asks for /v1/messages?beta=true
                 self.stream = bool(body.get("stream"))  # answered as server-sent events

@@ -17,7 +17,7 @@ import pytest
 
 from agents.gateway import MAX_BODY, MAX_CONNECTIONS, Gateway, socket_dir
 from agents.react import Budget, Transcript
-from results.registry import ModelSpec, Prices  # noqa: F401  (the cost test)
+from results.registry import ModelSpec, Prices
 from sandbox import AGENT_UID
 from tests.agents.fake_api import FakeAPI, Step
 from tests.agents.test_gateway import HI, _call, _exchange
@@ -271,3 +271,132 @@ def test_a_connection_flood_is_capped_and_memory_stays_flat(tmp_path):
     assert threads <= MAX_CONNECTIONS + 8 and fds <= MAX_CONNECTIONS + 80, (threads, fds)
     assert dropped > 0 and peak < 200 * 1024
     assert ok.startswith(b"HTTP/1.0 200"), ok
+
+
+def _parallel(n: int, call) -> list:
+    out = [None] * n
+
+    def one(i):
+        out[i] = call()
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def test_parallel_calls_forward_no_more_turns_than_allowed(tmp_path, monkeypatch):
+    """40 calls at once with 8 turns allowed: 8 forwarded (the others wait for them, then are
+    refused by the turn limit, or are over the connection cap); never more than MAX_IN_FLIGHT
+    at the provider at once."""
+    from agents.gateway import MAX_IN_FLIGHT
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    budget = Budget(8, None, None, None, 600, None)
+    with FakeAPI([Step(text="ok", delay=0.3)], repeat_last=True) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with _gateway(tmp_path, budget=budget) as gw:
+            statuses = [s for s, _ in _parallel(40, lambda: _call(gw, "/v1/messages", HI))]
+        os.rmdir(gw.socket_path.parent)
+    assert len(api.requests) == 8 and budget.turns == 8, (len(api.requests), budget.turns)
+    # past MAX_CONNECTIONS open at once, a connection is answered 503 at once
+    assert statuses.count(200) == 8 and set(statuses) <= {200, 429, 503} and gw.stop.reason == "turn_limit"
+    assert api.peak_active <= MAX_IN_FLIGHT
+
+
+def _responses_body(tokens: int) -> dict:
+    return {"model": "m", "stream": True, "max_output_tokens": 100,
+            "input": [{"role": "user", "content": "z" * (tokens * 4)}]}
+
+
+@pytest.mark.parametrize("prompt_tokens, parallel", [(100_000, 5), (5_000, 10)])
+def test_a_cost_limit_holds_with_cut_streams_in_flight(tmp_path, monkeypatch, prompt_tokens, parallel):
+    """Streams cut before their usage event, many at once: each is charged its request's
+    input tokens and the output it streamed (what the fake served, within 5 %), and calls are
+    admitted only while the calls in flight cannot reach the limit: the trial stops within one
+    call's cost of it."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-x")
+    price = Prices(input=3.0, output=15.0, cache_read=0.3, cache_write=3.75)
+    budget = Budget(100, None, None, 0.05, 600, price)
+    step = Step(text="A partial answer that is cut off. " * 4, usage=None, cut=8)  # before response.completed
+    with FakeAPI([step], repeat_last=True) as api:
+        monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
+        with _gateway(tmp_path, "openai", budget=budget) as gw:
+            _parallel(parallel, lambda: _call(gw, "/v1/responses", _responses_body(prompt_tokens)))
+        os.rmdir(gw.socket_path.parent)
+    served_in, served_out = sum(i for i, _ in api.served), sum(o for _, o in api.served)
+    one_call = max(price.cost(i, o) for i, o in api.served)
+    print(f"{len(api.requests)} of {parallel} forwarded; ${budget.cost_usd:.4f} recorded, limit $0.05, "
+          f"one call ${one_call:.4f}; tokens recorded {budget.input_tokens}/{budget.output_tokens}, "
+          f"served {served_in}/{served_out}")
+    assert gw.stop is not None and gw.stop.reason == "cost_limit"
+    assert 0.05 < budget.cost_usd <= 0.05 + one_call
+    assert len(api.served) == len(api.requests) < parallel and served_out > 0
+    assert abs(budget.input_tokens - served_in) <= 0.05 * served_in
+    assert abs(budget.output_tokens - served_out) <= 0.05 * served_out + 1
+    cut = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "model_call"]
+    assert cut and all(e.get("cut") for e in cut)
+
+
+def test_a_429_the_trials_own_flood_caused_is_not_the_providers(tmp_path, monkeypatch):
+    """Six calls at once (over the fair level of in-flight calls) met with 429: the agent's own
+    doing, no upstream error (the trial ends as the agent's outcome). A lone call's 429 is
+    the provider's."""
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    with FakeAPI([Step(status=429, text="rate limited", delay=0.3)], repeat_last=True) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with _gateway(tmp_path) as gw:
+            flood = [s for s, _ in _parallel(6, lambda: _call(gw, "/v1/messages", HI))]
+            after_flood = gw.upstream_error
+        with _gateway(tmp_path) as calm:
+            lone = _call(calm, "/v1/messages", HI)[0]
+        for g in (gw, calm):
+            os.rmdir(g.socket_path.parent)
+    assert flood == [429] * 6 and after_flood is None
+    assert lone == 429 and calm.upstream_error is not None and "429" in calm.upstream_error
+    errors = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "model_error"]
+    assert [e.get("own_traffic", False) for e in errors] == [True] * 6 + [False], errors
+    assert len(api.requests) == 7
+
+
+@pytest.mark.parametrize("family, body, kinds", [
+    ("anthropic", {**HI, "tools": [{"type": "web_search_20250305", "name": "web_search", "max_uses": 3}]},
+     ["web_search"]),
+    ("anthropic", {**HI, "tools": [{"type": "web_fetch_20250910", "name": "web_fetch"},
+                                   {"type": "code_execution_20250825", "name": "code_execution"}]},
+     ["code_execution", "web_fetch"]),
+    ("anthropic", {**HI, "mcp_servers": [{"type": "url", "url": "https://mcp.example.com", "name": "x"}]}, ["mcp"]),
+    ("openai", {"model": "m", "input": "hi", "tools": [{"type": "web_search", "external_web_access": True}]},
+     ["web_search"]),
+    ("openai", {"model": "m", "input": "hi", "tools": [{"type": "file_search", "vector_store_ids": ["v"]},
+                                                       {"type": "code_interpreter", "container": {"type": "auto"}},
+                                                       {"type": "mcp", "server_label": "x", "server_url": "u"}]},
+     ["code_execution", "file_search", "mcp"]),
+])
+def test_provider_side_tools_are_refused_unless_the_task_allows_them(tmp_path, monkeypatch, family, body, kinds):
+    from agents.gateway import provider_tools
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-real-x")
+    path = "/v1/messages" if family == "anthropic" else "/v1/responses"
+    client_tools = {"anthropic": [{"name": "Bash", "input_schema": {"type": "object"}},
+                                  {"type": "bash_20250124", "name": "bash"}],
+                    "openai": [{"type": "function", "name": "exec_command", "parameters": {}},
+                               {"type": "custom", "name": "apply_patch"}, {"type": "local_shell"}]}[family]
+    assert provider_tools(family, body) == kinds
+    assert provider_tools(family, {**body, "tools": client_tools, "mcp_servers": None}) == []
+    with FakeAPI([Step(text="ok")], repeat_last=True) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
+        with _gateway(tmp_path, family) as gw:
+            refused = _call(gw, path, body)
+            plain = _call(gw, path, {**body, "tools": client_tools, "mcp_servers": None})
+        with _gateway(tmp_path, family, provider_tools=tuple(kinds)) as allowed:
+            opted_in = _call(allowed, path, body)
+        for g in (gw, allowed):
+            os.rmdir(g.socket_path.parent)
+    assert refused[0] == 400 and all(k.encode() in refused[1] for k in kinds), refused
+    assert plain[0] == 200 and opted_in[0] == 200 and len(api.requests) == 2
+    shown = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "refused"]
+    assert len(shown) == 1 and "provider-side tools" in shown[0]["reason"]
