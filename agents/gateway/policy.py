@@ -34,14 +34,16 @@ BYTES_PER_TOKEN = 4
 
 def provider_tools(family: str, body: dict) -> list[str]:
     """The kinds of provider-side tool `body` asks for (a type the gateway does not know: its
-    own name, so that it is refused too)."""
+    own name, so that it is refused too). A namespace (Codex groups tools in them) is looked into."""
     found = [kind for key, kind in TOOL_KEYS.items() if body.get(key)]
-    tools = body.get("tools")
-    for tool in tools if isinstance(tools, list) else []:
+    todo = list(body.get("tools") or []) if isinstance(body.get("tools"), list) else []
+    while todo:
+        tool = todo.pop()
         kind = tool.get("type") if isinstance(tool, dict) else None
-        if kind is None or not isinstance(kind, str) or kind.startswith(CLIENT_TOOLS[family]):
-            continue
-        found.append(next((v for k, v in KINDS.items() if kind.startswith(k)), kind))
+        if kind == "namespace" and isinstance(tool.get("tools"), list) and len(todo) < 10_000:
+            todo += tool["tools"]
+        elif isinstance(kind, str) and not kind.startswith(CLIENT_TOOLS[family]):
+            found.append(next((v for k, v in KINDS.items() if kind.startswith(k)), kind))
     return sorted(set(found))
 
 
