@@ -97,7 +97,8 @@ def finished(family: str, data: bytes, streamed: bool) -> bool:
         return data.rstrip().endswith(b"}") and b'"usage"' in data
     for ev in reversed(sse(data)):
         kind = ev.get("type")
-        if kind in ("message_stop", "response.completed", "response.incomplete", "response.failed"):
+        if kind in ("message_stop", "response.completed", "response.incomplete", "response.failed") or \
+                (kind == "message_delta" and ev.get("usage")):  # Anthropic's usage event
             return True
         if kind is None and ev.get("usage"):  # Chat Completions' last chunk
             return True
