@@ -400,3 +400,28 @@ def test_provider_side_tools_are_refused_unless_the_task_allows_them(tmp_path, m
     assert plain[0] == 200 and opted_in[0] == 200 and len(api.requests) == 2
     shown = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "refused"]
     assert len(shown) == 1 and "provider-side tools" in shown[0]["reason"]
+
+
+def test_a_task_opts_in_to_provider_tools_and_run_json_records_it(tmp_path):
+    import shutil
+
+    from pydantic import ValidationError
+
+    from harness.cli_support import new_run
+    from harness.task import AgentLimits
+    from results.records import AgentSpec
+    from tests.conftest import TASKS
+
+    assert AgentLimits().provider_tools == []
+    assert AgentLimits(provider_tools=["web_search", "code_execution", "web_search"]).provider_tools == \
+        ["code_execution", "web_search"]
+    with pytest.raises(ValidationError, match="unknown provider-side tools"):
+        AgentLimits(provider_tools=["the_internet"])
+    task = tmp_path / "py-primes"
+    shutil.copytree(TASKS / "py-primes", task)
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace("[agent]\n", '[agent]\nprovider_tools = ["web_search"]\n'))
+    run = new_run([str(task)], AgentSpec(name="nop"), trials=1, concurrency=1,
+                  backend="docker", repeats=None, out=tmp_path / "run")
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["provider_tools"]
+    assert recorded == {"py-primes": ["web_search"]} and run is not None
