@@ -68,6 +68,6 @@ class Listener(socketserver.ThreadingUnixStreamServer):
     def handle_error(self, request, client_address):  # one connection's fault: a line, no console traceback
         e = sys.exc_info()[1]
         with self.gateway._cond:
-            self.gateway._log(type="gateway_error", error=f"{type(e).__name__}: {e}"[:500])
+            self.gateway._note(type="gateway_error", error=f"{type(e).__name__}: {e}"[:500])
 
 

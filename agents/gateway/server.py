@@ -54,6 +54,8 @@ ADMIT_WAIT_S = 300.0
 LARGE = 1 << 20
 #: characters of one text from a request (a prompt, a tool's output) kept in the transcript
 MAX_TEXT = 256 << 10
+#: refusals and connection failures logged in the transcript, at most
+MAX_NOTES = 1000
 
 
 def _clip(text: str) -> str:
@@ -82,7 +84,7 @@ class Gateway:
         self.stopped = threading.Event()
         self.stop: StopAgent | None = None
         self.upstream_error: str | None = None
-        self.calls = self.token_counts = self.dropped = 0
+        self.calls = self.token_counts = self.dropped = self.notes = 0
         self._served = False  # a call went through: the host's key works
         self._cond = threading.Condition()
         self._flying: dict[int, Claim] = {}  # calls admitted and not settled
@@ -123,6 +125,16 @@ class Gateway:
 
     def _log(self, **event) -> None:
         self.transcript.log(agent="main", **event)
+
+    def _note(self, **event) -> None:
+        """Log a refusal or a connection's failure: the first MAX_NOTES (a flood of them is the
+        sandbox's to make, the transcript's size is not). Caller holds the lock."""
+        self.notes += 1
+        if self.notes <= MAX_NOTES:
+            self._log(**event)
+        elif self.notes == MAX_NOTES + 1:
+            self._log(type="refused", status=0, reason=f"rdbench gateway: more than {MAX_NOTES} refusals; "
+                                                       "no more are logged")
 
     def halt(self, e: StopAgent) -> None:
         """Stop the agent (the wall time ran out): every further call is refused."""
@@ -262,7 +274,8 @@ class _Handler(BaseHTTPRequestHandler):
             except (FramingError, OSError):
                 pass
         with self.gw._cond:
-            self.gw._log(type="refused", method=self.command, path=self.path, status=status, reason=message)
+            self.gw._note(type="refused", method=self.command, path=str(self.path)[:2000], status=status,
+                          reason=message)
         data = json.dumps({"type": "error", "error": {"type": "permission_error", "message": message}}).encode()
         try:
             self.wfile.write(b"HTTP/1.0 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
