@@ -81,17 +81,17 @@ class Capped:
 
 
 def _exact(rfile: Capped, n: int, out: bytearray, pool: BodyPool, held: list[int]) -> None:
-    """Append `n` bytes to `out`, in pieces, each counted in `pool` as it arrives."""
+    """Append `n` bytes to `out`, taken from `pool` whole first (a body known to fit is not
+    starved halfway by others), read in pieces."""
+    pool.take(n)
+    held[0] += n
+    rfile.room += n
     while n > 0:
-        piece = min(n, 1 << 20)
-        pool.take(piece)
-        held[0] += piece
-        rfile.room += piece
-        data = rfile.read(piece)
-        if len(data) < piece:
+        data = rfile.read(min(n, 1 << 20))
+        if not data:
             raise FramingError(400, "rdbench gateway: the connection closed inside the request body")
         out += data
-        n -= piece
+        n -= len(data)
 
 
 def read_body(rfile: Capped, headers, pool: BodyPool, held: list[int]) -> bytearray:

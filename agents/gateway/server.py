@@ -217,7 +217,7 @@ class Gateway:
                       input_tokens=reply.input_tokens, output_tokens=reply.output_tokens,
                       cache_read_tokens=reply.cache_read_tokens, cache_write_tokens=reply.cache_write_tokens,
                       latency_s=round(latency, 3), path=path, stream=streamed, exchange=n,
-                      **({} if whole else {"cut": True}))
+                      **({} if whole else {"estimated": True}))
             try:
                 self.budget.charge(reply)
             except StopAgent as e:

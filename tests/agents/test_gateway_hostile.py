@@ -336,7 +336,7 @@ def test_a_cost_limit_holds_with_cut_streams_in_flight(tmp_path, monkeypatch, pr
     assert abs(budget.input_tokens - served_in) <= 0.05 * served_in
     assert abs(budget.output_tokens - served_out) <= 0.05 * served_out + 1
     cut = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "model_call"]
-    assert cut and all(e.get("cut") for e in cut)
+    assert cut and all(e.get("estimated") for e in cut)
 
 
 def test_a_429_the_trials_own_flood_caused_is_not_the_providers(tmp_path, monkeypatch):
