@@ -194,7 +194,7 @@ class InstalledAgent:
         script += (f"cd /workspace\nexec {command} < {HERE}/prompt.md > {HERE}/cli.stdout 2> {HERE}/cli.stderr\n")
         sandbox.write_file(f"{HERE}/run.sh", script.encode())
         transcript.log(agent="main", type="cli", name=self.name, version=r.stdout.strip(), command=command,
-                       env={k: v for k, v in env.items()})
+                       env={k: v for k, v in env.items()}, gateway=str(gw.socket_path))
 
     def _drive(self, sandbox: Sandbox, gw: Gateway, budget: Budget, timeout_s: float, logs: Path) -> str:
         """Start the CLI, wait for it to end or for a limit, end every process it left. Returns

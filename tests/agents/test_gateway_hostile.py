@@ -5,8 +5,10 @@ from /proc), limits with calls in flight, streams cut before their usage event, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -31,10 +33,17 @@ def _events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _gateway(tmp_path: Path, family: str = "anthropic", budget: Budget | None = None, **kw) -> Gateway:
+@contextlib.contextmanager
+def _gateway(tmp_path: Path, family: str = "anthropic", budget: Budget | None = None, **kw):
+    """A running gateway in a socket folder of its own (as a trial's: the sandbox user's, 0700),
+    the folder removed after."""
     d = socket_dir(AGENT_UID)
-    return Gateway(ModelSpec(family, "m"), budget or Budget(50, None, None, None, 600, None),
-                   Transcript(tmp_path / "t.jsonl"), d / "gw.sock", owner=AGENT_UID, **kw)
+    try:
+        with Gateway(ModelSpec(family, "m"), budget or Budget(50, None, None, None, 600, None),
+                     Transcript(tmp_path / "t.jsonl"), d / "gw.sock", owner=AGENT_UID, **kw) as gw:
+            yield gw
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
 
 
 #: run as another user: connect to the socket, send the preamble read on stdin, POST, print the status
@@ -77,7 +86,6 @@ def test_only_the_trials_own_sandbox_can_use_its_gateway(tmp_path, monkeypatch):
             sandbox_user = _as_user(AGENT_UID, gw.socket_path, gw.preamble)
             no_secret = _as_user(AGENT_UID, gw.socket_path, b"RDBENCH-GATEWAY " + b"0" * 64 + b"\n")
             root_no_secret = _exchange_raw(gw.socket_path, b"POST /v1/messages HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
-        os.rmdir(d)
     assert nobody == "PermissionError", nobody
     assert sandbox_user == "200" and no_secret == "403", (sandbox_user, no_secret)
     assert root_no_secret.startswith(b"HTTP/1.0 403")
@@ -298,7 +306,6 @@ def test_parallel_calls_forward_no_more_turns_than_allowed(tmp_path, monkeypatch
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         with _gateway(tmp_path, budget=budget) as gw:
             statuses = [s for s, _ in _parallel(40, lambda: _call(gw, "/v1/messages", HI))]
-        os.rmdir(gw.socket_path.parent)
     assert len(api.requests) == 8 and budget.turns == 8, (len(api.requests), budget.turns)
     # past MAX_CONNECTIONS open at once, a connection is answered 503 at once
     assert statuses.count(200) == 8 and set(statuses) <= {200, 429, 503} and gw.stop.reason == "turn_limit"
@@ -324,7 +331,6 @@ def test_a_cost_limit_holds_with_cut_streams_in_flight(tmp_path, monkeypatch, pr
         monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
         with _gateway(tmp_path, "openai", budget=budget) as gw:
             _parallel(parallel, lambda: _call(gw, "/v1/responses", _responses_body(prompt_tokens)))
-        os.rmdir(gw.socket_path.parent)
     served_in, served_out = sum(i for i, _ in api.served), sum(o for _, o in api.served)
     one_call = max(price.cost(i, o) for i, o in api.served)
     print(f"{len(api.requests)} of {parallel} forwarded; ${budget.cost_usd:.4f} recorded, limit $0.05, "
@@ -351,8 +357,6 @@ def test_a_429_the_trials_own_flood_caused_is_not_the_providers(tmp_path, monkey
             after_flood = gw.upstream_error
         with _gateway(tmp_path) as calm:
             lone = _call(calm, "/v1/messages", HI)[0]
-        for g in (gw, calm):
-            os.rmdir(g.socket_path.parent)
     assert flood == [429] * 6 and after_flood is None
     assert lone == 429 and calm.upstream_error is not None and "429" in calm.upstream_error
     errors = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "model_error"]
@@ -394,8 +398,6 @@ def test_provider_side_tools_are_refused_unless_the_task_allows_them(tmp_path, m
             plain = _call(gw, path, {**body, "tools": client_tools, "mcp_servers": None})
         with _gateway(tmp_path, family, provider_tools=tuple(kinds)) as allowed:
             opted_in = _call(allowed, path, body)
-        for g in (gw, allowed):
-            os.rmdir(g.socket_path.parent)
     assert refused[0] == 400 and all(k.encode() in refused[1] for k in kinds), refused
     assert plain[0] == 200 and opted_in[0] == 200 and len(api.requests) == 2
     shown = [e for e in _events(tmp_path / "t.jsonl") if e["type"] == "refused"]
@@ -403,8 +405,6 @@ def test_provider_side_tools_are_refused_unless_the_task_allows_them(tmp_path, m
 
 
 def test_a_task_opts_in_to_provider_tools_and_run_json_records_it(tmp_path):
-    import shutil
-
     from pydantic import ValidationError
 
     from harness.cli_support import new_run

@@ -51,15 +51,7 @@ PY
 true"""
 
 
-def _empty_gateway_folders() -> set[str]:
-    """Gateway socket folders left empty (a live trial's holds its socket)."""
-    import glob
-
-    return {d for d in glob.glob("/tmp/rdbench-gw-*") if os.path.isdir(d) and not os.listdir(d)}
-
-
 def _run(tmp_path, agent, model, steps, env, *extra, repeat_last=False):
-    before = _empty_gateway_folders()
     with FakeAPI(steps, repeat_last=repeat_last) as api:
         r = rdbench("run", "tasks/py-primes", "--agent", agent, "--model", model, "--repeats", "1",
                     "--out", str(tmp_path / "run"), "--db", str(tmp_path / "results.db"), *extra,
@@ -68,7 +60,8 @@ def _run(tmp_path, agent, model, steps, env, *extra, repeat_last=False):
     trial = json.loads((d / "trial.json").read_text()) if (d / "trial.json").is_file() else {}
     assert trial, r.stdout + r.stderr
     # the gateway's folder is removed after the copy-out (which would make Docker create it again)
-    assert _empty_gateway_folders() <= before
+    cli = next(e for e in _events(d) if e["type"] == "cli")
+    assert not Path(cli["gateway"]).parent.exists(), cli["gateway"]
     family = "anthropic" if agent == "claude-code" else "openai"
     assert all(provider_tools(family, body) == [] for _, body in api.requests), "a provider-side tool was sent"
     return api, trial, d, r
