@@ -3,13 +3,14 @@ inside the sandbox, in /workspace, as the sandbox's non-root user, with no permi
 (the container is the sandbox).
 
 They bring their own loop, so the harness cannot see their turns: their model calls go through
-the trial's gateway (agents/gateway.py) instead, which holds the key, logs the transcript and
+the trial's gateway (agents/gateway/) instead, which holds the key, logs the transcript and
 enforces the limits. The sandbox still has no network: the gateway's Unix socket is mounted
 into it (read-only, /run/rdbench) and a stdlib forwarder there listens on 127.0.0.1:PORT, where
 the CLI is pointed with a placeholder key. Each connection it forwards opens with the trial's
-secret (handed to it in a file it reads and removes), so that no other process on the host
-can use the gateway; the socket's folder admits only the sandbox's user. The CLIs come from the agents image (sandbox/images.py:
-`rdbench images build --agents`), pinned to the versions in sandbox.images.AGENT_CLIS.
+secret (handed to it in a file it reads and removes), so that no other process on the host can
+use the gateway; the socket's folder admits only the sandbox's user. The CLI is started by the
+exec server, whose own wait sees it exit. The CLIs come from the agents image
+(sandbox/images.py: `rdbench images build --agents`), pinned to sandbox.images.AGENT_CLIS.
 """
 
 from __future__ import annotations
