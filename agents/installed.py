@@ -7,8 +7,8 @@ the trial's gateway (agents/gateway/) instead, which holds the key, logs the tra
 enforces the limits. The sandbox still has no network: the gateway's Unix socket is mounted
 into it (read-only, /run/rdbench) and a stdlib forwarder there listens on 127.0.0.1:PORT, where
 the CLI is pointed with a placeholder key. Each connection it forwards opens with the trial's
-secret (handed to it in a file it reads and removes), so that no other process on the host can
-use the gateway; the socket's folder admits only the sandbox's user. The CLI is started by the
+secret (in its own environment, given by the exec server), so that no other process on the
+host can use the gateway; the socket's folder admits only the sandbox's user. The CLI is started by the
 exec server, whose own wait sees it exit. The CLIs come from the agents image
 (sandbox/images.py: `rdbench images build --agents`), pinned to sandbox.images.AGENT_CLIS.
 """
@@ -43,9 +43,7 @@ NOTE = ("\n\n---\nYou are working alone in a sandbox (Linux, no network). The ta
 FORWARDER = r'''
 import os, socket, sys, threading
 SOCK, PORT = sys.argv[1], int(sys.argv[2])
-with open(sys.argv[3], "rb") as f:
-    SECRET = f.read()
-os.unlink(sys.argv[3])
+SECRET = os.environ.pop("RDBENCH_GATEWAY").encode()
 def pipe(a, b):
     try:
         while True:
@@ -174,11 +172,12 @@ class InstalledAgent:
                 transcript: Transcript):
         """The forwarder running, the CLI checked, its prompt, config and start script in place."""
         sandbox.write_file(f"{HERE}/forward.py", FORWARDER.encode())
-        sandbox.write_file(f"{HERE}/gateway.key", gw.preamble, mode=0o400)  # read, then removed, by the forwarder
-        r = sandbox.exec(f"nohup python3 {HERE}/forward.py {SOCKET_DIR}/gw.sock {PORT} {HERE}/gateway.key "
-                         f"> {HERE}/forward.log 2>&1 "
-                         f"< /dev/null & for i in $(seq 200); do grep -q ready {HERE}/forward.log && exit 0; "
-                         "sleep 0.05; done; exit 1", timeout=60)
+        # the trial's secret goes in the forwarder's own environment (through the exec server's
+        # channel): on no command line, in no file of the sandbox's disk
+        sandbox.spawn(f"exec python3 {HERE}/forward.py {SOCKET_DIR}/gw.sock {PORT} > {HERE}/forward.log 2>&1",
+                      env={"RDBENCH_GATEWAY": gw.preamble.decode()})
+        r = sandbox.exec(f"for i in $(seq 200); do grep -q ready {HERE}/forward.log && exit 0; sleep 0.05; done; "
+                         "exit 1", timeout=60)
         if not r.ok:
             raise SandboxError(f"the gateway's forwarder did not start in the sandbox: {r.stderr[-500:]}")
         r = sandbox.exec([self.binary, "--version"], timeout=60, env={"HOME": "/tmp"})
