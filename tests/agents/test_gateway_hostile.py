@@ -350,7 +350,7 @@ def test_a_429_the_trials_own_flood_caused_is_not_the_providers(tmp_path, monkey
     doing, no upstream error (the trial ends as the agent's outcome). A lone call's 429 is
     the provider's."""
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
-    with FakeAPI([Step(status=429, text="rate limited", delay=0.3)], repeat_last=True) as api:
+    with FakeAPI([Step(status=429, text="rate limited", delay=1.0)], repeat_last=True) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         with _gateway(tmp_path) as gw:
             flood = [s for s, _ in _parallel(6, lambda: _call(gw, "/v1/messages", HI))]
