@@ -284,9 +284,12 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError:
             pass
 
-    def body(self) -> bytes:
+    def body(self) -> bytearray:
         self.read = True
-        return read_body(self.rfile, self.headers, self.gw._pool, self.held)
+        try:
+            return read_body(self.rfile, self.headers, self.gw._pool, self.held)
+        except TimeoutError:  # answered, not dropped (a timeout in the head is: it has no request yet)
+            raise FramingError(408, "rdbench gateway: the request body stopped arriving") from None
 
     def do_GET(self):
         self.refuse(403, f"rdbench gateway: {self.command} {self.path} is not a model endpoint")

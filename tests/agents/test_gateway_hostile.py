@@ -425,3 +425,23 @@ def test_a_task_opts_in_to_provider_tools_and_run_json_records_it(tmp_path):
                   backend="docker", repeats=None, out=tmp_path / "run")
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["provider_tools"]
     assert recorded == {"py-primes": ["web_search"]} and run is not None
+
+
+def test_a_request_that_stops_arriving_is_answered_and_frees_its_connection(tmp_path, monkeypatch):
+    """A body that stops halfway is answered 408 once a read waits past the read timeout (here
+    made short); a head that stops is dropped; the gateway serves on."""
+    from agents.gateway import server
+
+    monkeypatch.setattr(server._Handler, "timeout", 0.5)
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
+    with FakeAPI([Step(text="ok")], repeat_last=True) as api:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
+        with _gateway(tmp_path) as gw:
+            body = gw.connect()
+            body.sendall(b"POST /v1/messages HTTP/1.0\r\ncontent-length: 100\r\n\r\n{\"model\": ")
+            head = gw.connect()
+            head.sendall(b"POST /v1/messages HTTP/1.0\r\ncontent-le")
+            stalled_body, stalled_head = _answer(body), _answer(head)
+            after = _call(gw, "/v1/messages", HI)
+    assert stalled_body.startswith(b"HTTP/1.0 408") and stalled_head == b"", (stalled_body, stalled_head)
+    assert after[0] == 200 and len(api.requests) == 1
