@@ -204,7 +204,8 @@ def new_run(tasks: list[str | Path], spec: "AgentSpec", *, trials: int = 1, conc
     concurrency = concurrency or (0 if executor == "ray" else 1)
     config = RunConfig(run_id=run_id, tasks=[str(t.path) for t in specs], agent=spec, trials=trials,
                        concurrency=concurrency, backend=sandbox, repeats=repeats, executor=executor,
-                       ray_address=ray_address, freeze=freeze)
+                       ray_address=ray_address, freeze=freeze,
+                       provider_tools={t.name: t.agent.provider_tools for t in specs if t.agent.provider_tools})
     try:
         return create_run(config, Path(out) if out else Path("runs") / run_id, specs)
     except RunError as e:

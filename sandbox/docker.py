@@ -23,7 +23,7 @@ import requests
 
 from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, pid_alive
 from . import disk
-from ._client import BOOT_ARGV, ServerClient
+from ._client import BOOT_ARGV, ServerClient, Spawner
 from .disk import MOUNTS, Disk, DiskUnavailable
 from .freeze import FreezeBook
 from .gpu import device_requests
@@ -179,7 +179,7 @@ def _retry(call, *args) -> None:
             time.sleep(0.2)
 
 
-class DockerSandbox:
+class DockerSandbox(Spawner):
     """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
 
     def __init__(self, config: SandboxConfig, client: docker.DockerClient | None = None):
@@ -292,6 +292,8 @@ class DockerSandbox:
 
     def path(self, p: str) -> str:
         return p
+
+    _wait_at_most = lambda self, seconds: self._stream.sock.settimeout(seconds)  # noqa: E731  (Spawner)
 
     def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20, on_output=None):
         # the server enforces `timeout`; this guards against a server that stops answering
