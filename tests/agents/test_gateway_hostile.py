@@ -407,7 +407,7 @@ def test_provider_side_tools_are_refused_unless_the_task_allows_them(tmp_path, m
 def test_a_task_opts_in_to_provider_tools_and_run_json_records_it(tmp_path):
     from pydantic import ValidationError
 
-    from harness.cli_support import new_run
+    from harness.api import new_run
     from harness.task import AgentLimits
     from results.records import AgentSpec
     from tests.conftest import TASKS
@@ -422,7 +422,7 @@ def test_a_task_opts_in_to_provider_tools_and_run_json_records_it(tmp_path):
     toml = task / "task.toml"
     toml.write_text(toml.read_text().replace("[agent]\n", '[agent]\nprovider_tools = ["web_search"]\n'))
     run = new_run([str(task)], AgentSpec(name="nop"), trials=1, concurrency=1,
-                  backend="docker", repeats=None, out=tmp_path / "run")
+                  sandbox="docker", repeats=None, out=tmp_path / "run")
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())["provider_tools"]
     assert recorded == {"py-primes": ["web_search"]} and run is not None
 
