@@ -90,8 +90,9 @@ class SandboxConfig:
     #: whole GPUs by device id (Docker: device requests; local: CUDA_VISIBLE_DEVICES).
     gpus: list[int] = field(default_factory=list)
     workdir: str = "/workspace"
-    #: the most the sandbox can write ("6g"), over everything it can write (/workspace, /tmp,
-    #: /var/tmp; the rest of the root filesystem is read-only); None = no limit. Agent role only.
+    #: the most the sandbox can write ("6g"), over everything it can write (an agent: /workspace,
+    #: /tmp, /var/tmp, the rest of the root filesystem read-only; a verifier: every place a timed
+    #: run can write, see sandbox.disk.VERIFIER_MOUNTS); None = no limit.
     disk: str | None = None
     #: where the machine-wide lock files and freeze record live (None: the cache's "locks")
     lock_dir: str | None = None

@@ -22,7 +22,7 @@ import requests
 from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, pid_alive
 from . import disk
 from ._client import BOOT_ARGV, ServerClient
-from .disk import MOUNTS, Disk, DiskUnavailable
+from .disk import MOUNTS, VERIFIER_MOUNTS, Disk, DiskUnavailable
 from .freeze import FreezeBook
 from .images import cache_dir
 from .tree import tar_folder, untar_stripped
@@ -165,13 +165,16 @@ class DockerSandbox:
         self._disk = None
         self._book = FreezeBook(lock_dir(config), "docker") if not verifier else None
         self._frozen_seen = 0.0
-        if config.disk and not verifier:
+        if config.disk:
             try:
-                self._disk = Disk.create(config.disk, AGENT_UID, cache_dir() / "disks")
+                self._disk = Disk.create(config.disk, 0 if verifier else AGENT_UID, cache_dir() / "disks",
+                                         VERIFIER_MOUNTS if verifier else MOUNTS)
             except DiskUnavailable as e:
                 warnings.warn(f"sandbox without a disk limit: {e}", stacklevel=2)
-            else:  # everything the agent can write is on its disk; the rest is read-only
-                kwargs.update(volumes=self._disk.binds(), read_only=True)
+            else:  # everything the agent (a timed run) can write is on the disk; an agent's rest is read-only
+                kwargs.update(volumes=self._disk.binds(), read_only=not verifier)
+                if verifier:  # where the verify kit keeps its staged copies
+                    kwargs["environment"]["RDBENCH_KIT_ROOT"] = VERIFIER_MOUNTS["kit"]
         if config.mounts:  # read-only host folders (an installed agent's model-gateway socket)
             kwargs["volumes"] = {**kwargs.get("volumes", {}),
                                  **{host: {"bind": dst, "mode": "ro"} for host, dst in config.mounts.items()}}
@@ -259,7 +262,7 @@ class DockerSandbox:
         dst_path = PurePosixPath(dst)
         if owner is None:  # the sandbox's own user
             owner = 0 if self.config.role == "verifier" else AGENT_UID
-        if self._disk is not None and dst in MOUNTS.values():  # a mount point on a read-only root
+        if self._disk is not None and dst in self._disk.mounts.values():  # a mount point (a read-only root)
             data, target = tar_folder(Path(src), ".", owner, mode), dst
         else:
             data, target = tar_folder(Path(src), dst_path.name, owner, mode), str(dst_path.parent)

@@ -112,7 +112,8 @@ def _kit_dir():
     live here, each user can enter only its own, and the verifier's own temporary files
     (tempfile's folders are 0700, its files 0600), never in a folder a run can write."""
     if "dir" not in _state:
-        top = os.environ.get("RDBENCH_SANDBOX_ROOT", "/")
+        # (a container's kit root is on the sandbox's size-limited disk)
+        top = os.environ.get("RDBENCH_KIT_ROOT") or os.environ.get("RDBENCH_SANDBOX_ROOT", "/")
         d = tempfile.mkdtemp(prefix=".rdbench-kit-", dir=top if os.access(top, os.W_OK) else None)
         os.chmod(d, 0o711)
         _state["dir"] = d
