@@ -136,12 +136,14 @@ class Sandbox(Protocol):
     def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
         """Copy host folder `src` to sandbox folder `dst` (its contents end up in `dst`).
         `owner` sets uid=gid of every file (default: the sandbox's own user); `mode` sets the mode
-        of `dst` itself. Raises SandboxError."""
+        of `dst` itself. What lies deeper than `sandbox.tree` walks is left out. Raises
+        SandboxTooLarge (more entries than it walks), SandboxError."""
         ...
 
     def copy_out(self, src: str, dst: Path) -> None:
-        """Copy sandbox folder `src`'s contents into host folder `dst`. Raises SandboxFileNotFound,
-        SandboxError."""
+        """Copy sandbox folder `src`'s contents into host folder `dst`; what lies deeper than
+        `sandbox.tree` walks is left out. Raises SandboxFileNotFound, SandboxTooLarge (larger
+        than the backend copies), SandboxError."""
         ...
 
     def close(self) -> None:

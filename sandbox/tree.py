@@ -26,8 +26,8 @@ MAX_ENTRIES = 200_000
 MAX_PATH = 3000
 
 
-class TreeTooLarge(Exception):
-    """A folder holds more than `MAX_ENTRIES` entries."""
+class TreeTooLarge(SandboxTooLarge):
+    """A folder holds more than `MAX_ENTRIES` entries (what was made in it, not a fault of the sandbox)."""
 
 
 def walk(root: Path, max_depth: int = MAX_DEPTH, max_entries: int = MAX_ENTRIES) -> Iterator[tuple[str, os.DirEntry]]:
