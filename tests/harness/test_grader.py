@@ -2,7 +2,8 @@
 verification (and so turn a failure into an `infra` outcome, never scored, re-run) as a real
 submission through the real `rdbench verify` or a real trial through `rdbench run --replay`.
 Each ends `incorrect` with a reason, or is judged on its merits; never `infra`, never a
-traceback from rdbench. (Bounded host walks without Docker: tests/sandbox/test_tree.py.)
+traceback from rdbench. (Bounded host walks without Docker: tests/sandbox/test_tree.py; a deep chain in /tmp:
+tests/harness/test_escapes.py.)
 """
 
 from __future__ import annotations
@@ -154,33 +155,21 @@ def test_a_deep_chain_left_in_the_workspace_by_an_agent_is_no_infra(base_image, 
     transcript = tmp_path / "transcript.jsonl"
     transcript.write_text(json.dumps({"type": "tool_result", "name": "bash", "args": {
         "command": "python3 - <<'EOF'\n" + make + "EOF\nls /workspace"}}) + "\n")
-    r = rdbench("run", "py-primes", "--replay", str(transcript), "--repeats", "1", "--out", str(tmp_path / "run"))
-    assert "Traceback" not in r.stderr, r.stderr[-3000:]
-    (path,) = (tmp_path / "run").glob("trials/*/trial.json")
-    trial = json.loads(path.read_text())
-    assert trial["error_class"] is None and trial["correct"] is True, trial
-    assert trial["stop_reason"] == "replayed 1 tool calls", trial
-    assert r.returncode == 0, r.stderr[-2000:]
-    (kept,) = (tmp_path / "run").glob("trials/*/submission/chain")
-    levels = 0
-    while (kept / "d").is_dir():
-        kept, levels = kept / "d", levels + 1
-    assert 100 < levels < 1500 and not (kept / "bottom.txt").exists()  # the top kept, the bottom left out
-
-
-@pytest.mark.docker
-@pytest.mark.slow
-def test_a_deep_chain_in_tmp_and_the_run_folder_is_cleaned_up(base_image, tmp_path):
-    """A run leaves 1,500-deep chains in /tmp and in its own folder: the kit's clean-up (rm,
-    never a recursive Python walk) removes them; the run is judged on its merits."""
-    sub = submission(tmp_path, chain(1500) + '''
-_main = main
-def main(inp, out):
-    _chain("/tmp/chain")
-    _chain("chain")
-    _main(inp, out)''')
-    v = verify("tasks/py-primes", sub)
-    assert v["correct"] is True, v["details"]
+    try:
+        r = rdbench("run", "py-primes", "--replay", str(transcript), "--repeats", "1", "--out", str(tmp_path / "run"))
+        assert "Traceback" not in r.stderr, r.stderr[-3000:]
+        (path,) = (tmp_path / "run").glob("trials/*/trial.json")
+        trial = json.loads(path.read_text())
+        assert trial["error_class"] is None and trial["correct"] is True, trial
+        assert trial["stop_reason"] == "replayed 1 tool calls", trial
+        assert r.returncode == 0, r.stderr[-2000:]
+        (kept,) = (tmp_path / "run").glob("trials/*/submission/chain")
+        levels = 0
+        while (kept / "d").is_dir():
+            kept, levels = kept / "d", levels + 1
+        assert 100 < levels < 1500 and not (kept / "bottom.txt").exists()  # the top kept, the bottom left out
+    finally:  # (pytest's clean-up of old tmp folders recurses)
+        subprocess.run(["rm", "-rf", str(tmp_path / "run")], check=False)
 
 
 @pytest.mark.docker
