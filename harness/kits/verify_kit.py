@@ -506,8 +506,10 @@ def _capture(logs, cap):
                               pass_fds=(r_out, r_err), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     os.close(r_out)
     os.close(r_err)
-    helper.stdout.read(5)  # started (its start-up would otherwise overlap the timed run)
+    ready = helper.stdout.read(5)  # started (its start-up would otherwise overlap the timed run)
     helper.stdout.close()
+    if ready != b"ready":
+        raise RuntimeError("the output helper did not start (exit %s)" % helper.wait())
     return helper, w_out, w_err, paths
 
 
@@ -579,8 +581,8 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
 
     def tail(path):
         try:
-            with open(path, "rb") as f:
-                return f.read()[-max_output:].decode("utf-8", "replace")
+            with open(path, "rb") as f:  # the last max_output bytes, after a line saying how many were cut
+                return f.read().decode("utf-8", "replace")
         except OSError:
             return ""
 
