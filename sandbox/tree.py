@@ -102,12 +102,13 @@ def tar_folder(src: Path, arcroot: str, owner: int | None, mode: int | None) -> 
 
 
 def _data_or_skip(member: tarfile.TarInfo, dest: str):
-    """tarfile's "data" filter, but a member it refuses (a link that leaves the folder, a
-    device, a pipe) is left out instead of failing the copy: an agent must not be able to
+    """tarfile's "data" filter, but a member it refuses (a link that leaves the folder or
+    resolves through more links than Python's realpath can follow, a device, a pipe) is left
+    out instead of failing the copy: an agent must not be able to
     turn its trial into an infrastructure error with one symlink."""
     try:
         return tarfile.data_filter(member, dest)
-    except tarfile.FilterError:
+    except (tarfile.FilterError, RecursionError):  # (its realpath recurses once per link: a chain of 1,500)
         return None
 
 

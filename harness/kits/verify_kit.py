@@ -206,7 +206,11 @@ def stage(src, uid):
     for raw in links.stdout.split(b"\0"):
         if raw:
             link = os.fsdecode(raw)
-            if not _inside(os.path.realpath(link), real_dst):
+            try:
+                inside = _inside(os.path.realpath(link), real_dst)
+            except RecursionError:  # realpath recurses once per link: a chain of 1,500 links
+                inside = False
+            if not inside:
                 os.unlink(link)
     if isolated():
         subprocess.run(["chown", "-R", "-h", "%d:%d" % (uid, uid), "--", parent], check=True)

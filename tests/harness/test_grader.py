@@ -51,6 +51,15 @@ def make_chain(top: Path, depth: int) -> None:
         os.chdir(here)
 
 
+def make_links(top: Path, n: int) -> None:
+    """A chain of `n` links at `top`, each to the next, the last to a file: Python's realpath
+    recurses once per link (tarfile's data filter and the kit's staging call it)."""
+    top.mkdir()
+    (top / "f").write_text("end")
+    for i in range(n):
+        (top / f"l{i}").symlink_to(f"l{i - 1}" if i else "f")
+
+
 def chain(depth: int) -> str:
     """Code that makes a `depth`-deep chain of folders below the current folder (relative
     steps: deeper than any path the kernel would take whole)."""
@@ -134,10 +143,12 @@ def test_a_slot_hog_on_the_local_backend_is_incorrect(tmp_path):
 @pytest.mark.slow
 def test_a_deep_chain_in_a_submission_given_to_verify_is_left_out(base_image, tmp_path):
     """A 1,500-deep chain in the folder given to `rdbench verify` (1,100 crashed rdbench
-    itself: tarfile.add recursed): the chain is left out of the copy, the submission is
-    judged on its merits (correct, ~1x)."""
+    itself: tarfile.add recursed), and a chain of 1,500 links (the kit's staging resolved
+    each with realpath: RecursionError): what is too deep is left out of the copy, and the
+    submission is judged on its merits (correct, ~1x)."""
     sub = submission(tmp_path, "")
     make_chain(sub / "chain", 1500)
+    make_links(sub / "links", 1500)
     try:
         v = verify("tasks/py-primes", sub)
     finally:  # (pytest's clean-up of old tmp folders recurses)
@@ -150,8 +161,17 @@ def test_a_deep_chain_in_a_submission_given_to_verify_is_left_out(base_image, tm
 def test_a_deep_chain_left_in_the_workspace_by_an_agent_is_no_infra(base_image, tmp_path):
     """An agent leaves a 1,500-deep chain in /workspace (replayed from a transcript): copy-out,
     the trial's patch (rglob recursed: infra, before any verification) and the verifier's
-    copy-in all walk it boundedly; the trial is judged on its merits."""
-    make = chain(1500) + "\n_chain('/workspace/chain')\n"
+    copy-in all walk it boundedly; a chain of 1,500 links beside it (copy-out's data filter
+    resolved each with realpath: RecursionError, infra) is left out where it cannot be
+    resolved. The trial is judged on its merits."""
+    make = chain(1500) + '''
+_chain('/workspace/chain')
+import os
+os.mkdir('/workspace/links')
+open('/workspace/links/f', 'w').write('end')
+for i in range(1500):
+    os.symlink('l%d' % (i - 1) if i else 'f', '/workspace/links/l%d' % i)
+'''
     transcript = tmp_path / "transcript.jsonl"
     transcript.write_text(json.dumps({"type": "tool_result", "name": "bash", "args": {
         "command": "python3 - <<'EOF'\n" + make + "EOF\nls /workspace"}}) + "\n")
