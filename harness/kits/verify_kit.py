@@ -389,15 +389,20 @@ def sysv_objects(uids):
 def remove_ipc(uid):
     """Remove the System V IPC objects `uid` created or owns (as their creator: root here has
     no CAP_SYS_ADMIN) and its POSIX message queues."""
+    by_creator = {}  # one fork per creator, not per object (a run can make tens of thousands)
     for kind, ident, cuid in sysv_objects((uid,)):
-        def rm(kind=kind, ident=ident):
-            libc = ctypes.CDLL(None, use_errno=True)
+        by_creator.setdefault(cuid if cuid != 0 else uid, []).append((kind, ident))
+
+    def rm(objects):
+        libc = ctypes.CDLL(None, use_errno=True)
+        for kind, ident in objects:
             fn = getattr(libc, _SYSV[kind][1])
             if kind == "sem":
                 fn(ident, 0, 0)  # IPC_RMID = 0
             else:
                 fn(ident, 0, None)
-        _as_user(cuid if cuid != 0 else uid, rm)
+    for creator, objects in by_creator.items():
+        _as_user(creator, lambda objects=objects: rm(objects))
 
 
 def scrub(uid):
