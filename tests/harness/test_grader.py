@@ -2,8 +2,8 @@
 verification (and so turn a failure into an `infra` outcome, never scored, re-run) as a real
 submission through the real `rdbench verify` or a real trial through `rdbench run --replay`.
 Each ends `incorrect` with a reason, or is judged on its merits; never `infra`, never a
-traceback from rdbench. (Bounded host walks without Docker: tests/sandbox/test_tree.py; a deep chain in /tmp:
-tests/harness/test_escapes.py.)
+traceback from rdbench. (Bounded host walks without Docker: tests/sandbox/test_tree.py; a
+deep chain in /tmp: tests/harness/test_escapes.py.)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TASKS, rdbench
+from tests.sandbox.test_tree import chain as chain_of_folders
 
 SLOW = (TASKS / "py-primes" / "workspace" / "solve.py").read_text()
 MAIN = 'if __name__ == "__main__":\n    main(sys.argv[1], sys.argv[2])\n'
@@ -36,19 +37,6 @@ def verify(task: str | Path, sub: Path, repeats: int = 1, sandbox: str = "docker
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     assert r.returncode in (0, 3), r.stdout + r.stderr[-3000:]  # 1 would be infra
     return json.loads(r.stdout)
-
-
-def make_chain(top: Path, depth: int) -> None:
-    """A `depth`-deep chain of folders at `top`, made here (on the host)."""
-    here = os.getcwd()
-    try:
-        top.mkdir()
-        os.chdir(top)
-        for _ in range(depth):
-            os.mkdir("d")
-            os.chdir("d")
-    finally:
-        os.chdir(here)
 
 
 def make_links(top: Path, n: int) -> None:
@@ -147,7 +135,7 @@ def test_a_deep_chain_in_a_submission_given_to_verify_is_left_out(base_image, tm
     each with realpath: RecursionError): what is too deep is left out of the copy, and the
     submission is judged on its merits (correct, ~1x)."""
     sub = submission(tmp_path, "")
-    make_chain(sub / "chain", 1500)
+    chain_of_folders(sub / "chain", 1500)
     make_links(sub / "links", 1500)
     try:
         v = verify("tasks/py-primes", sub)
