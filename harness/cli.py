@@ -51,7 +51,7 @@ def run(
     trials: int = typer.Option(1, min=1, help="trials per task"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="trials at once (default 1; with --executor ray, as "
                                               "many as the cluster's CPUs fit); timing phases never share cores"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
+    out: Optional[Path] = typer.Option(None, file_okay=False, help="run folder (default: runs/<run-id>)"),
     resume: Optional[Path] = typer.Option(None, help="a run folder: re-run only its unfinished trials"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
     repeats: Optional[int] = typer.Option(None, min=1, help=REPEATS_HELP),

@@ -42,7 +42,7 @@ class VerifierError(Exception):
 
 def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict[str, str], gpus=()) -> SandboxConfig:
     return SandboxConfig(image=image, cpuset=cpuset, memory=task.resources.memory, pids=task.resources.pids,
-                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus))
+                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus), disk=task.resources.disk)
 
 
 def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
