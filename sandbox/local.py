@@ -40,6 +40,7 @@ from ._client import BOOT_ARGV, ServerClient
 from ._server import descendants
 from .freeze import FreezeBook
 from .images import cache_dir
+from .tree import walk
 
 
 #: Where local verifiers claim their run uids, machine-wide (every rdbench process, whatever
@@ -194,12 +195,9 @@ class LocalSandbox:
     def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
         target = Path(self.path(dst))
         try:
-            shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True)
+            _copy_tree(Path(src), target, owner if os.geteuid() == 0 else None)
             if mode is not None:
                 target.chmod(mode)
-            if owner is not None and os.geteuid() == 0:
-                for p in [target, *target.rglob("*")]:
-                    os.lchown(p, owner, owner)
         except OSError as e:
             raise SandboxError(f"copy into {dst} failed: {e}") from e
 
@@ -209,20 +207,15 @@ class LocalSandbox:
             raise SandboxFileNotFound(f"no such folder in the sandbox: {src}")
         real = source.resolve()
 
-        def leaving(folder, names):  # links that leave the folder, and special files, stay behind
-            skip = []
-            for name in names:
-                p = Path(folder) / name
-                if p.is_symlink():
-                    target = p.resolve()
-                    if target != real and real not in target.parents:
-                        skip.append(name)
-                elif not (p.is_file() or p.is_dir()):
-                    skip.append(name)
-            return skip
+        def inside(link: str) -> bool:  # links that leave the folder stay behind
+            try:
+                target = Path(link).resolve()
+            except (OSError, RuntimeError, RecursionError):  # a loop, or a chain deeper than realpath recurses
+                return False
+            return target == real or real in target.parents
 
         try:
-            shutil.copytree(source, dst, dirs_exist_ok=True, symlinks=True, ignore=leaving)
+            _copy_tree(source, Path(dst), None, keep_link=inside)
         except OSError as e:
             raise SandboxError(f"copy out of {src} failed: {e}") from e
 
@@ -257,6 +250,32 @@ class LocalSandbox:
     def __exit__(self, *exc):
         self.close()
 
+
+
+def _copy_tree(src: Path, dst: Path, owner: int | None, keep_link=lambda path: True) -> None:
+    """Copy the folder `src` into `dst` through sandbox.tree's bounded, iterative walk (a
+    folder chain thousands deep is left out below its bound, never a RecursionError): files,
+    folders and links (those `keep_link` keeps), never special files; owned by `owner` if given."""
+    dst.mkdir(parents=True, exist_ok=True)
+    made = [dst]
+    for rel, entry in walk(src):
+        target = dst / rel
+        if entry.is_symlink():
+            if not keep_link(entry.path):
+                continue
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir(follow_symlinks=False):
+            target.mkdir(exist_ok=True)
+        elif entry.is_file(follow_symlinks=False):
+            shutil.copy2(entry.path, target, follow_symlinks=False)
+        else:  # a FIFO, a socket, a device
+            continue
+        made.append(target)
+    if owner is not None:
+        for p in made:
+            os.lchown(p, owner, owner)
 
 def _listing(lock_dir: Path) -> Path:
     d = Path(lock_dir) / "local-agents"
