@@ -227,3 +227,6 @@ def test_out_naming_a_file_is_one_clear_error(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     assert "Traceback" not in r.stderr and "'--out'" in r.stderr and "is a file" in r.stderr, r.stderr
     assert afile.read_text() == ""
+    r = rdbench("run", "py-primes", "--agent", "nop", "--out", str(afile / "sub"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot make the run folder" in r.stderr and "Not a directory" in r.stderr, r.stderr
