@@ -12,12 +12,10 @@ an event in transcript.jsonl.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from . import ContextOverflow, Model, ModelError, ToolSpec
-
-if TYPE_CHECKING:
-    from .react import Budget
+from .budget import Budget
 
 ELIDE_AT = 0.7
 COMPACT_AT = 0.85
@@ -50,14 +48,14 @@ class ContextManager:
         """Tokens a request may take."""
         return max(1000, self.window - max_output_tokens(self.window) - MARGIN)
 
-    def before_step(self, model: Model, tools: list[ToolSpec], budget: "Budget") -> None:
+    def before_step(self, model: Model, tools: list[ToolSpec], budget: Budget) -> None:
         size = model.size()
         if size > ELIDE_AT * self.limit:
             self._elide(model, KEEP_TURNS, size)
         if model.size() > COMPACT_AT * self.limit:
             self.compact(model, tools, budget, reason=f"{model.size()} tokens estimated, limit {self.limit}")
 
-    def overflowed(self, model: Model, tools: list[ToolSpec], budget: "Budget", e: ContextOverflow) -> None:
+    def overflowed(self, model: Model, tools: list[ToolSpec], budget: Budget, e: ContextOverflow) -> None:
         """The provider refused a request as too long: believe it, and compact."""
         size = model.size()
         new = e.limit if e.limit and e.limit < self.window else int(min(self.window, size) * 0.8)
@@ -73,7 +71,7 @@ class ContextManager:
             self.log(type="elision", outputs=n, kept_turns=keep, tokens_before=size, tokens_after=model.size())
         return n
 
-    def compact(self, model: Model, tools: list[ToolSpec], budget: "Budget", reason: str) -> None:
+    def compact(self, model: Model, tools: list[ToolSpec], budget: Budget, reason: str) -> None:
         """Summarise and restart the conversation. The summary call counts in the budget."""
         before = model.size()
         summary = None

@@ -3,28 +3,30 @@ inside the sandbox, in /workspace, as the sandbox's non-root user, with no permi
 (the container is the sandbox).
 
 They bring their own loop, so the harness cannot see their turns: their model calls go through
-the trial's gateway (agents/gateway.py) instead, which holds the key, logs the transcript and
+the trial's gateway (agents/gateway/) instead, which holds the key, logs the transcript and
 enforces the limits. The sandbox still has no network: the gateway's Unix socket is mounted
 into it (read-only, /run/rdbench) and a stdlib forwarder there listens on 127.0.0.1:PORT, where
-the CLI is pointed with a placeholder key. The CLIs come from the agents image (sandbox/images.py:
-`rdbench images build --agents`), pinned to the versions in sandbox.images.AGENT_CLIS.
+the CLI is pointed with a placeholder key. Each connection it forwards opens with the trial's
+secret (in its own environment, given by the exec server), so that no other process on the
+host can use the gateway; the socket's folder admits only the sandbox's user. The CLI is started by the
+exec server, whose own wait sees it exit. The CLIs come from the agents image
+(sandbox/images.py: `rdbench images build --agents`), pinned to sandbox.images.AGENT_CLIS.
 """
 
 from __future__ import annotations
 
 import shlex
 import shutil
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from sandbox import Sandbox, SandboxConfig, SandboxError, SandboxFileNotFound
+from sandbox import AGENT_UID, Sandbox, SandboxConfig, SandboxError
 from sandbox.images import AGENT_CLIS
 
 from . import AgentContext, AgentError, AgentResult, ModelError
-from .gateway import PLACEHOLDER_KEY, Gateway
-from .react import Budget, SandboxLost, TimeLimit, Transcript
+from .gateway import PLACEHOLDER_KEY, Gateway, socket_dir
+from .budget import Budget, SandboxLost, TimeLimit, Transcript
 
 #: where the gateway's socket is mounted inside the sandbox, and the forwarder's port
 SOCKET_DIR = "/run/rdbench"
@@ -39,8 +41,9 @@ NOTE = ("\n\n---\nYou are working alone in a sandbox (Linux, no network). The ta
         "you are done.\n")
 
 FORWARDER = r'''
-import socket, sys, threading
+import os, socket, sys, threading
 SOCK, PORT = sys.argv[1], int(sys.argv[2])
+SECRET = os.environ.pop("RDBENCH_GATEWAY").encode()
 def pipe(a, b):
     try:
         while True:
@@ -58,6 +61,7 @@ def serve(c):
     u = socket.socket(socket.AF_UNIX)
     try:
         u.connect(SOCK)
+        u.sendall(SECRET)
     except OSError:
         c.close()
         return
@@ -118,24 +122,27 @@ class InstalledAgent:
         from sandbox.images import agents_image
 
         image = agents_image(client_from_env(), config.image)
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="rdbench-gw-", dir="/tmp"))  # a socket path has 108 bytes
-        self._socket_dir.chmod(0o755)
+        self._socket_dir = socket_dir(AGENT_UID)
         return replace(config, image=image, mounts={**config.mounts, str(self._socket_dir): SOCKET_DIR})
 
     def release(self) -> None:
-        """Remove the gateway's socket folder (the harness calls this when the trial ends, however)."""
+        """Remove the gateway's socket folder. The harness calls this when the trial ends, however,
+        after the sandbox is gone: a copy out of a sandbox whose mounted folder is missing makes
+        Docker create it again."""
         if self._socket_dir is not None:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
             self._socket_dir = None
 
     # --- what differs between the CLIs ---------------------------------------------------------
-    def command(self, model: str, settings: dict) -> str:
+    def command(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> str:
+        """The CLI's command line; `provider_tools`: the provider-side tools the task allows
+        (every other one is switched off in the CLI, and refused by the gateway)."""
         raise NotImplementedError
 
     def env(self, settings: dict) -> dict[str, str]:
         raise NotImplementedError
 
-    def files(self, model: str, settings: dict) -> dict[str, str]:
+    def files(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> dict[str, str]:
         return {}
 
     # --- the run --------------------------------------------------------------------------------
@@ -150,12 +157,10 @@ class InstalledAgent:
                         limits.timeout_s, spec.prices(), frozen=getattr(sandbox, "frozen_s", None))
         transcript = Transcript(ctx.trial_dir / "transcript.jsonl")
         settings, logs = ctx.agent.model_settings(), ctx.trial_dir / "logs"
-        try:
-            with Gateway(spec, budget, transcript, self._socket_dir / "gw.sock", logs / "gateway") as gw:
-                self._set_up(sandbox, ctx, spec.name, settings, transcript)
-                stop_reason = self._drive(sandbox, gw, budget, limits.timeout_s, logs)
-        finally:
-            self.release()
+        with Gateway(spec, budget, transcript, self._socket_dir / "gw.sock", logs / "gateway", owner=AGENT_UID,
+                     provider_tools=tuple(limits.provider_tools)) as gw:
+            self._set_up(sandbox, ctx, gw, spec.name, settings, transcript)
+            stop_reason = self._drive(sandbox, gw, budget, limits.timeout_s, logs)
         result = AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
                              output_tokens=budget.output_tokens, cost_usd=budget.cost_usd,
                              cache_read_tokens=budget.cache_read_tokens, cache_write_tokens=budget.cache_write_tokens,
@@ -163,46 +168,45 @@ class InstalledAgent:
         transcript.log(agent="main", type="end", **result.__dict__)
         return result
 
-    def _set_up(self, sandbox: Sandbox, ctx: AgentContext, model: str, settings: dict, transcript: Transcript):
+    def _set_up(self, sandbox: Sandbox, ctx: AgentContext, gw: Gateway, model: str, settings: dict,
+                transcript: Transcript):
         """The forwarder running, the CLI checked, its prompt, config and start script in place."""
         sandbox.write_file(f"{HERE}/forward.py", FORWARDER.encode())
-        r = sandbox.exec(f"nohup python3 {HERE}/forward.py {SOCKET_DIR}/gw.sock {PORT} > {HERE}/forward.log 2>&1 "
-                         f"< /dev/null & for i in $(seq 200); do grep -q ready {HERE}/forward.log && exit 0; "
-                         "sleep 0.05; done; exit 1", timeout=60)
+        # the trial's secret goes in the forwarder's own environment (through the exec server's
+        # channel): on no command line, in no file of the sandbox's disk
+        sandbox.spawn(f"exec python3 {HERE}/forward.py {SOCKET_DIR}/gw.sock {PORT} > {HERE}/forward.log 2>&1",
+                      env={"RDBENCH_GATEWAY": gw.preamble.decode()})
+        r = sandbox.exec(f"for i in $(seq 200); do grep -q ready {HERE}/forward.log && exit 0; sleep 0.05; done; "
+                         "exit 1", timeout=60)
         if not r.ok:
             raise SandboxError(f"the gateway's forwarder did not start in the sandbox: {r.stderr[-500:]}")
         r = sandbox.exec([self.binary, "--version"], timeout=60, env={"HOME": "/tmp"})
         if not r.ok or self.version not in r.stdout:
             raise SandboxError(f"{self.binary} --version in the sandbox: {r.stdout.strip()} {r.stderr[-300:]} "
                                f"(the agents image should hold {self.name} {self.version})")
-        for path, text in self.files(model, settings).items():
+        allowed = tuple(ctx.task.agent.provider_tools)
+        for path, text in self.files(model, settings, allowed).items():
             sandbox.write_file(path, text.encode())
         sandbox.write_file(f"{HERE}/prompt.md", (ctx.task.instruction + NOTE).encode())
         env = {"HOME": "/tmp", **self.env(settings)}
-        command = self.command(model, settings)
+        command = self.command(model, settings, allowed)
         script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
         script += (f"cd /workspace\nexec {command} < {HERE}/prompt.md > {HERE}/cli.stdout 2> {HERE}/cli.stderr\n")
         sandbox.write_file(f"{HERE}/run.sh", script.encode())
         transcript.log(agent="main", type="cli", name=self.name, version=r.stdout.strip(), command=command,
-                       env={k: v for k, v in env.items()})
+                       env={k: v for k, v in env.items()}, gateway=str(gw.socket_path))
 
     def _drive(self, sandbox: Sandbox, gw: Gateway, budget: Budget, timeout_s: float, logs: Path) -> str:
         """Start the CLI, wait for it to end or for a limit, end every process it left. Returns
         the stop reason."""
-        r = sandbox.exec(f"setsid bash -c 'bash {HERE}/run.sh; echo $? > {HERE}/rc.tmp; mv {HERE}/rc.tmp {HERE}/rc' "
-                         "< /dev/null > /dev/null 2>&1 &", timeout=60)
-        if not r.ok:
-            raise SandboxError(f"could not start {self.binary}: {r.stderr[-500:]}")
+        cli = sandbox.spawn(["bash", f"{HERE}/run.sh"])  # run.sh execs the CLI: its exit is the CLI's
         hard = time.monotonic() + timeout_s + STARTUP_S
         rc = None
         try:
             while not gw.stopped.wait(POLL_S):
-                try:
-                    text = sandbox.read_file(f"{HERE}/rc").decode(errors="replace").strip()
-                    rc = int(text) if text.lstrip("-").isdigit() else -1
+                rc = sandbox.poll(cli)  # the exec server's own wait (killing the server: sandbox_lost)
+                if rc is not None:
                     break
-                except SandboxFileNotFound:
-                    pass
                 late = budget.deadline is not None and budget.time_left() <= 0  # frozen time is not the agent's
                 if late or time.monotonic() >= hard + (budget.frozen() if budget.frozen is not None else 0.0):
                     gw.halt(TimeLimit("agent wall time" if late else f"{self.name} made no model call in time"))
@@ -242,9 +246,11 @@ class ClaudeCodeAgent(InstalledAgent):
 
     name, binary, providers = "claude-code", "claude", ("anthropic",)
 
-    def command(self, model: str, settings: dict) -> str:
+    def command(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> str:
+        off = [tool for tool, kind in (("WebSearch", "web_search"), ("WebFetch", "web_fetch"))
+               if kind not in provider_tools]
         return (f"claude -p --dangerously-skip-permissions --model {shlex.quote(model)} --output-format stream-json "
-                "--verbose")
+                "--verbose" + (f" --disallowedTools {','.join(off)}" if off else ""))
 
     def env(self, settings: dict) -> dict[str, str]:
         env = {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{PORT}", "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
@@ -259,18 +265,20 @@ class CodexAgent(InstalledAgent):
 
     name, binary, providers = "codex", "codex", ("openai", "openai-responses", "openai-compatible")
 
-    def command(self, model: str, settings: dict) -> str:
+    def command(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> str:
         return (f"codex exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox --json "
                 f"-m {shlex.quote(model)} -")
 
     def env(self, settings: dict) -> dict[str, str]:
         return {"OPENAI_API_KEY": PLACEHOLDER_KEY, "CODEX_HOME": "/tmp/.codex"}
 
-    def files(self, model: str, settings: dict) -> dict[str, str]:
+    def files(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> dict[str, str]:
         effort = f"model_reasoning_effort = {_toml(settings['reasoning_effort'])}\n" \
             if settings.get("reasoning_effort") else ""
+        search = "live" if "web_search" in provider_tools else "disabled"  # else it sends {"type": "web_search"}
         return {"/tmp/.codex/config.toml": (
-            f"model = {_toml(model)}\nmodel_provider = \"rdbench\"\n{effort}check_for_update_on_startup = false\n\n"
+            f"model = {_toml(model)}\nmodel_provider = \"rdbench\"\n{effort}check_for_update_on_startup = false\n"
+            f"web_search = {_toml(search)}\n\n"
             "[model_providers.rdbench]\nname = \"rdbench gateway\"\n"
             f"base_url = \"http://127.0.0.1:{PORT}/v1\"\nenv_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n"
             "supports_websockets = false\n")}

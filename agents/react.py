@@ -8,23 +8,18 @@ Limits stop the agent by raising a StopAgent; whatever /workspace holds then is 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
-import time
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from sandbox import Sandbox, SandboxError
 
-from . import AgentContext, AgentResult, ContextOverflow, ModelError, ModelTimeout, Reply
+from . import AgentContext, AgentResult, ContextOverflow, Model, ModelError, ModelTimeout, Reply
+from .budget import Budget, SandboxLost, StopAgent, TimeLimit, Transcript
 from .context import ContextManager, max_output_tokens
 from .llm import make_model
 from .tools import DELEGATE, REPORT, SUBMIT, TOOLS, ToolError, check_args, run_tool
-
-if TYPE_CHECKING:
-    from results.registry import Prices
 
 SYSTEM = """You are an expert engineer working alone in a sandbox (Linux, no network). The task's
 files are in /workspace; what /workspace holds when you call `submit` is graded by a hidden
@@ -33,35 +28,6 @@ when you are done."""
 
 SUB_SYSTEM = """You are a sub-agent: another agent gave you one sub-task. You share its sandbox (/workspace).
 Do the sub-task, then call `report` with what you did and found."""
-
-
-class StopAgent(Exception):
-    """Stops the agent; the submission is still verified. `reason` goes to trial.json."""
-
-    reason = "stopped"
-
-
-class TurnLimit(StopAgent):
-    reason = "turn_limit"
-
-
-class TokenLimit(StopAgent):
-    reason = "token_limit"
-
-
-class CostLimit(StopAgent):
-    reason = "cost_limit"
-
-
-class TimeLimit(StopAgent):
-    reason = "time_limit"
-
-
-class SandboxLost(StopAgent):
-    """A tool call lost the sandbox (the exec server killed, out of memory): the agent's own doing
-    as far as the harness can tell; /workspace is still taken and verified."""
-
-    reason = "sandbox_lost"
 
 
 class FrozenInTools:
@@ -94,99 +60,6 @@ class FrozenInTools:
 
 
 @dataclass
-class Budget:
-    """The trial's limits and what has been spent, shared by the agent and its sub-agents."""
-
-    max_turns: int
-    max_input_tokens: int | None
-    max_output_tokens: int | None
-    max_cost_usd: float | None
-    #: agent wall time, counted from the first model call: importing the SDK and setting up
-    #: the client are the harness's time, not the agent's (and a slow host cannot spend it)
-    timeout_s: float
-    price: "Prices | None"
-    deadline: float | None = None
-    #: seconds the agent lost to its sandbox being frozen (another trial timing on its cores):
-    #: added to the deadline, so that frozen time is not the agent's (FrozenInTools for the
-    #: built-in agent; all of it for an installed agent, whose CLI is frozen with the sandbox)
-    frozen: Callable[[], float] | None = None
-    turns: int = 0
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    parent: "Budget | None" = None
-
-    def child(self, share: float) -> "Budget":
-        """A sub-agent's budget: `share` of what is left here; its spending counts here too."""
-        def part(limit, used):
-            return None if limit is None else max(1, int((limit - used) * share))
-        return Budget(part(self.max_turns, self.turns), part(self.max_input_tokens, self.input_tokens),
-                      part(self.max_output_tokens, self.output_tokens),
-                      None if self.max_cost_usd is None else self.max_cost_usd * share,
-                      self.timeout_s, self.price, deadline=self.deadline, frozen=self.frozen, parent=self)
-
-    @property
-    def cost_usd(self) -> float | None:
-        if self.price is None:
-            return None
-        return self.price.cost(self.input_tokens, self.output_tokens, self.cache_read_tokens, self.cache_write_tokens)
-
-    @property
-    def uncached_cost_usd(self) -> float | None:
-        """What the same tokens would have cost with no prompt cache."""
-        return None if self.price is None else self.price.cost(self.input_tokens, self.output_tokens)
-
-    def time_left(self) -> float:
-        """Seconds of agent wall time left (the clock starts at the first model call)."""
-        if self.deadline is None:
-            return self.timeout_s
-        return max(0.0, self._end() - time.monotonic())
-
-    def _end(self) -> float:
-        return self.deadline + (self.frozen() if self.frozen is not None else 0.0)
-
-    def before_call(self, turn: bool = True) -> None:
-        """Raises a StopAgent when no further model call (`turn`: an agent turn) is allowed."""
-        if self.deadline is None:
-            self.deadline = time.monotonic() + self.timeout_s
-        if turn and self.turns >= self.max_turns:
-            raise TurnLimit(f"{self.turns} model calls")
-        if time.monotonic() >= self._end():
-            raise TimeLimit("agent wall time")
-        if self.parent is not None:
-            self.parent.before_call(turn)
-
-    def charge(self, reply: Reply, turn: bool = True) -> None:
-        if self.parent is not None:
-            self.parent.charge(reply, turn)
-        self.turns += int(turn)
-        self.input_tokens += reply.input_tokens
-        self.output_tokens += reply.output_tokens
-        self.cache_read_tokens += reply.cache_read_tokens
-        self.cache_write_tokens += reply.cache_write_tokens
-        if self.max_input_tokens is not None and self.input_tokens > self.max_input_tokens:
-            raise TokenLimit(f"{self.input_tokens} input tokens")
-        if self.max_output_tokens is not None and self.output_tokens > self.max_output_tokens:
-            raise TokenLimit(f"{self.output_tokens} output tokens")
-        cost = self.cost_usd
-        if self.max_cost_usd is not None and cost is not None and cost > self.max_cost_usd:
-            raise CostLimit(f"${cost:.4f}")
-
-
-class Transcript:
-    """transcript.jsonl, appended and flushed event by event."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def log(self, **event) -> None:
-        event["t"] = round(time.time(), 3)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(event, default=str) + "\n")
-
-
-@dataclass
 class SubAgentPolicy:
     max_depth: int = 1      # sub-agents of sub-agents: 0 = no delegation at all
     max_count: int = 4      # sub-agents per trial
@@ -198,7 +71,11 @@ class ReactAgent:
 
     name = "react"
 
-    def __init__(self, max_retries: int | None = None, policy: SubAgentPolicy | None = None):
+    def __init__(self, max_retries: int | None = None, policy: SubAgentPolicy | None = None,
+                 models: Callable[..., Model] = make_model):
+        #: makes each conversation: make_model(spec, settings=, max_retries=, max_tokens=); a
+        #: scripted model (agents/scripted.py) in the tests that need no model API
+        self.models = models
         # retries of a failed request (backoff, retry-after honoured), all within the wall time
         self.max_retries = max_retries if max_retries is not None else int(os.environ.get("RDBENCH_MODEL_RETRIES", "6"))
         self.policy = policy or SubAgentPolicy()
@@ -240,7 +117,7 @@ class ReactAgent:
         if depth < self.policy.max_depth:
             tools.append(DELEGATE)
         context = ContextManager(self._window, log, self._counts)
-        model = make_model(self._spec, settings=self._settings, max_retries=self.max_retries,
+        model = self.models(self._spec, settings=self._settings, max_retries=self.max_retries,
                            max_tokens=self._settings.get("max_tokens", max_output_tokens(self._window)))
         model.start(system, user)
         log(type="start", model=f"{self._spec.provider}/{self._spec.name}", system=system, user=user,

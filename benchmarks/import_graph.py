@@ -4,9 +4,10 @@
 
 Arrows go only downward:  harness -> agents, sandbox, results;  agents -> sandbox.
 results (records, registry, index, tables, plots) imports none of the others and no model
-SDK; sandbox imports none of the others. Imports under `if TYPE_CHECKING:` are annotations,
-not dependencies, and are left out. Also: no host-side module over 400 lines (the
-in-sandbox kits excluded).
+SDK; sandbox imports none of the others. Between modules, no circle (a lazy import inside a
+function counts: it is a dependency all the same). Imports under `if TYPE_CHECKING:` are
+annotations, not dependencies, and are left out. Also: no host-side module over 400 lines
+(the in-sandbox kits excluded).
 """
 
 from __future__ import annotations
@@ -49,13 +50,84 @@ def imports(path: Path, package: str) -> set[str]:
     return out
 
 
+def module_imports(path: Path, module: str) -> set[str]:
+    """The modules of the four packages that `path` (module `module`) imports at run time."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = set()
+
+    def known(name: str) -> str | None:
+        parts = name.split(".")
+        while parts:
+            candidate = ROOT.joinpath(*parts)
+            if candidate.with_suffix(".py").is_file() or (candidate / "__init__.py").is_file():
+                return ".".join(parts)
+            parts.pop()
+        return None
+
+    def walk(nodes):
+        for node in nodes:
+            if isinstance(node, ast.If) and _type_checking(node):
+                walk(node.orelse)
+                continue
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+                head = ".".join(x for x in (base, node.module or "") if x)
+                names = [f"{head}.{a.name}" for a in node.names] if not node.module else [head]
+                names += [head] if not node.module else []
+            for name in names:
+                found = known(name)
+                if found and found.split(".")[0] in PACKAGES and found != module:
+                    out.add(found)
+            walk(ast.iter_child_nodes(node))
+
+    walk(ast.parse(path.read_text()).body)
+    return out
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected groups of more than one module (Tarjan)."""
+    index, low, stack, on, out, n = {}, {}, [], set(), [], [0]
+
+    def visit(v):
+        index[v] = low[v] = n[0]
+        n[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                out.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
 def main() -> int:
-    arrows, problems = {}, []
+    arrows, problems, modules = {}, [], {}
     for pkg in PACKAGES:
         for path in sorted((ROOT / pkg).rglob("*.py")):
             rel = str(path.relative_to(ROOT))
             if rel.startswith(IN_SANDBOX):
                 continue
+            module = rel[:-3].replace("/", ".").removesuffix(".__init__")
+            modules[module] = module_imports(path, module)
             names = imports(path, pkg)
             for dep in names & set(PACKAGES) - {pkg}:
                 arrows.setdefault((pkg, dep), []).append(rel)
@@ -68,6 +140,8 @@ def main() -> int:
                 problems.append(f"{rel}: {lines} lines (at most {MAX_LINES})")
     for (a, b), files in sorted(arrows.items()):
         print(f"{a:>8} -> {b:<8} ({len(files)} modules: {', '.join(Path(f).name for f in files)})")
+    for group in circles(modules):
+        problems.append(f"an import circle: {' <-> '.join(group)}")
     for p in problems:
         print(f"PROBLEM: {p}")
     return 1 if problems else 0

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from harness.executors import get_executor  # noqa: E402
+from harness.api import get_executor  # noqa: E402
 from harness.run import create_run, execute, new_run_id  # noqa: E402
 from harness.task import load_task  # noqa: E402
 from results.records import AgentSpec, RunConfig  # noqa: E402

@@ -9,12 +9,12 @@ from typing import Optional
 
 import typer
 
+from .cli_images import images_app
 from .cli_support import TASKS_ROOT, console, err, fail
 
 app = typer.Typer(help="rdbench: evaluate AI agents on AI R&D engineering tasks.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 tasks_app = typer.Typer(help="List, validate and scaffold task folders.", no_args_is_help=True)
-images_app = typer.Typer(help="Build sandbox images (offline).", no_args_is_help=True)
 app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
 import_app = typer.Typer(help="Import task folders from other suites.", no_args_is_help=True)
@@ -23,7 +23,8 @@ results_app = typer.Typer(help="Per task x model figures from the results index;
                           invoke_without_command=True)
 app.add_typer(results_app, name="results")
 
-SANDBOX_HELP = "docker (isolated) or local (no isolation: for machines without Docker)"
+SANDBOX_HELP = ("docker (isolated) or local (no isolation: for machines without Docker); fake: tests and "
+                "development only")
 DB_HELP = "the results index (default: $RDBENCH_DB, else results.db beside the run folders: runs/results.db)"
 REPEATS_HELP = "timed runs per program (default: the task's [verifier] repeats; fewer is quicker and noisier)"
 EXECUTOR_HELP = "local (this machine; the default) or ray (a Ray cluster: pip install -e '.\\[ray]')"  # escaped for rich
@@ -50,7 +51,7 @@ def run(
     trials: int = typer.Option(1, min=1, help="trials per task"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="trials at once (default 1; with --executor ray, as "
                                               "many as the cluster's CPUs fit); timing phases never share cores"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default: runs/<run-id>)"),
+    out: Optional[Path] = typer.Option(None, file_okay=False, help="run folder (default: runs/<run-id>)"),
     resume: Optional[Path] = typer.Option(None, help="a run folder: re-run only its unfinished trials"),
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
     repeats: Optional[int] = typer.Option(None, min=1, help=REPEATS_HELP),
@@ -61,50 +62,33 @@ def run(
                                 "while it times (recorded in run.json)"),
 ):
     """Run an agent on tasks and print the verdicts; every finished trial is indexed in the results index."""
-    from results.store import RunIndexer, Store, default_db
-
-    from .cli_support import (agent_spec, agents_images_or_fail, containers, executor_or_fail, images_or_fail,
-                              live_progress, new_run, print_summary, resumed_run, warn)
     from rich.markup import escape
 
+    from . import api
+    from .cli_support import api_errors, containers, dim, live_progress, parse_model_args, print_summary, warn
     from .executors import ExecutorError
-    from .run import execute
 
-    if resume is not None:
-        if (tasks or agent or model or repeats or base_url or replay or max_turns or max_cost_usd or agent_timeout
-                or model_arg or context_window):
-            fail("--resume takes the tasks, agent, model and repeats from the run's run.json; give none of them")
-        the_run = resumed_run(resume, executor, ray_address)
-        runner = executor_or_fail(the_run.config.executor, the_run.config.ray_address)
-    else:
-        spec = agent_spec(agent, model, base_url, replay,
-                          {"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
-                          model_args=model_arg or [], context_window=context_window)
-        runner = executor_or_fail(executor or "local", ray_address)
-        the_run = new_run(tasks, spec, trials=trials, concurrency=concurrency, backend=sandbox, repeats=repeats,
-                          out=out, executor=executor or "local", ray_address=ray_address, freeze=freeze)
-    cfg, pending = the_run.config, the_run.pending()
-    local = cfg.executor == "local"
-    images = images_or_fail(the_run.tasks, cfg.backend, build=local)  # a cluster's nodes hold their own
-    agents_images_or_fail(cfg.agent.name, images if local else {}, cfg.backend)  # installed agents' images
-    store = Store(db or default_db(the_run.run_dir.parent))
-    hint = f"resume with: rdbench run --resume {the_run.run_dir}"
-    with containers(cfg.backend if local else "cluster", resume_hint=hint):  # a cluster's: the executor's
-        err.print(f"run [bold]{cfg.run_id}[/] -> {the_run.run_dir}: {len(pending)} trial(s) to run, agent "
+    with api_errors():  # --resume takes the rest from the run's run.json (and refuses it given)
+        plan = api.plan(tasks, agent=agent, model=model, base_url=base_url, replay=replay,
+                        limits={"max_turns": max_turns, "max_cost_usd": max_cost_usd, "timeout_s": agent_timeout},
+                        model_args=parse_model_args(model_arg or []), context_window=context_window, trials=trials,
+                        concurrency=concurrency, sandbox=sandbox, repeats=repeats, out=out, executor=executor,
+                        ray_address=ray_address, freeze=freeze, resume=resume, db=db, log=dim, warn=warn)
+    cfg, pending, run_dir = plan.run.config, plan.pending, plan.run.run_dir
+    with containers(cfg.backend if plan.local else "cluster", resume_hint=f"resume with: rdbench run --resume {run_dir}"):
+        err.print(f"run [bold]{cfg.run_id}[/] -> {run_dir}: {len(pending)} trial(s) to run, agent "
                   f"{cfg.agent.name}{', model ' + cfg.agent.model if cfg.agent.model else ''}, "
-                  + (f"concurrency {cfg.concurrency}" if local else f"on the Ray cluster {cfg.ray_address or ''}"))
+                  + (f"concurrency {cfg.concurrency}" if plan.local else f"on the Ray cluster {cfg.ray_address or ''}"))
         with live_progress(cfg.run_id, pending) as (on_start, on_done):
             try:
-                execute(the_run, images=images, on_start=on_start, on_done=on_done,
-                        index=RunIndexer(store, the_run.run_dir, warn), executor=runner)
+                results = plan.execute(on_start, on_done)
             except ExecutorError as e:
                 fail(escape(str(e)), 1)
-    results = the_run.all_results()
     print_summary(results, f"run {cfg.run_id}")
-    err.print(f"indexed in {store.path}: compare with rdbench results --db {store.path}", highlight=False)
+    err.print(f"indexed in {plan.store.path}: compare with rdbench results --db {plan.store.path}", highlight=False)
     if any(r.error_class == "infra" for r in results):
         err.print(f"[red]infrastructure errors: these trials are not scores; re-run them with "
-                  f"rdbench run --resume {the_run.run_dir}[/]")
+                  f"rdbench run --resume {run_dir}[/]")
         raise typer.Exit(1)
 
 
@@ -118,22 +102,16 @@ def verify(
                                        "a trial's is in its details.secret_seed, to reproduce its verdict"),
 ):
     """Grade any folder with a task's verifier, in a fresh sandbox. Exit 0: correct; 3: incorrect."""
-    from sandbox import SandboxError, get_backend
+    from sandbox import SandboxError
 
-    from .cli_support import containers, images_or_fail, load_tasks
-    from .cores import CorePool
-    from .verify import VerifierError, quiet, verify_folder
+    from . import api
+    from .cli_support import api_errors, containers, dim
+    from .verify import VerifierError
 
-    spec = load_tasks([task])[0]
-    if not submission.is_dir():
-        fail(f"{submission}: not a folder")
-    image = images_or_fail([spec], sandbox)[spec.name]
-    pool = CorePool()
     try:
-        with containers(sandbox), pool.exclusive(spec.resources.cpus) as cpuset, \
-                quiet(get_backend(sandbox), cpuset, pool):
-            v = verify_folder(spec, submission, backend=get_backend(sandbox), image=image, cpuset=cpuset,
-                              repeats=repeats, seed=seed, on_stderr=sys.stderr.write)  # progress, live
+        with api_errors(), containers(sandbox):
+            v = api.verify(task, submission, sandbox=sandbox, repeats=repeats, seed=seed, log=dim,
+                           on_stderr=sys.stderr.write)  # the verifier's progress lines, live
     except (SandboxError, VerifierError) as e:
         fail(str(e), 1)
     console.print_json(v.model_dump_json())
@@ -220,36 +198,6 @@ def tasks_import_kernelbench(
     cli_import(paths, out, sandbox, probe)
 
 
-@images_app.command("build")
-def images_build(
-    tasks: list[str] = typer.Argument(None, help="tasks whose images to build (default: the base image)"),
-    force: bool = typer.Option(False, help="rebuild the base image even if it exists"),
-    agents: bool = typer.Option(False, "--agents", help="also the installed agents' image over each (Claude Code "
-                                "and Codex CLI, pinned, from npm)"),
-):
-    """Build the base image offline (debootstrap + host-downloaded wheels) and task images."""
-    from sandbox import SandboxError
-    from sandbox.images import base_image_tag, build_base_image
-
-    from .cli_support import docker_client, ensure_images, load_tasks
-
-    try:
-        if force:
-            build_base_image(docker_client(), log=lambda m: err.print(f"[dim]{m}[/]"), force=True)
-        images = ensure_images(load_tasks(tasks or []), "docker")
-        console.print(base_image_tag())
-        for name, tag in images.items():
-            console.print(f"{name}: {tag}")
-        if agents:
-            from sandbox.images import build_agents_image
-
-            for tag in sorted({base_image_tag(), *images.values()}):
-                built = build_agents_image(docker_client(), tag, log=lambda m: err.print(f"[dim]{m}[/]"))
-                console.print(f"agents: {built}")
-    except SandboxError as e:
-        fail(str(e), 1)
-
-
 @results_app.callback()
 def results(
     ctx: typer.Context,
@@ -267,31 +215,27 @@ def results(
         return
     from rich.console import Console
 
-    from results.aggregate import aggregate, order, to_csv, to_json
-    from results.store import Store, StoreError, default_db
+    from results.aggregate import to_csv, to_json
     from results.summary import groups_table
 
-    from .cli_support import load_registry
+    from . import api
+    from .cli_support import api_errors
 
     if by not in ("task", "model") or format not in ("table", "csv", "json"):
         fail("--by is task or model; --format is table, csv or json")
-    store = Store(db or default_db())
-    if not store.path.exists():
-        fail(f"{store.path}: no results index yet; run a task, or build one with rdbench results import runs/")
-    if suite is not None:
-        from .kernelbench import suite_results
+    with api_errors():
+        if suite is not None:
+            from .kernelbench import suite_results
 
-        return suite_results(store, suite, p or [1.0], format)
-    try:
-        groups = order(aggregate(store.rows(task=task), load_registry(), p=p[0] if p else 1.0), by)
-    except StoreError as e:
-        fail(str(e), 1)
+            return suite_results(api.open_store(db), suite, p or [1.0], format)
+        groups = api.results(db, task=task, p=p[0] if p else 1.0, by=by)
+        store_path = api.open_store(db).path
     if format == "json":
         sys.stdout.write(to_json(groups) + "\n")
     elif format == "csv":
         sys.stdout.write(to_csv(groups))
     else:
-        table = groups_table(groups, f"{store.path} ({len(groups)} task x model rows)", by)
+        table = groups_table(groups, f"{store_path} ({len(groups)} task x model rows)", by)
         # off a terminal, as wide as the table needs: a file or a pipe gets whole rows
         out = console if console.is_terminal else Console(width=max(160, Console(width=1000).measure(table).maximum))
         out.print(table)
@@ -304,12 +248,14 @@ def results_import(
 ):
     """(Re)build the index from run folders (the task folders are not needed): every trial.json is
     indexed; indexing twice changes nothing."""
-    from results.store import Store, StoreError, default_db
+    from results.store import StoreError
+
+    from .api import index
 
     if not runs_dir.is_dir():
         fail(f"{runs_dir}: not a folder")
     single = (runs_dir / "run.json").exists()
-    store = Store(db or default_db(runs_dir.parent if single else runs_dir))
+    store = index(db, runs_dir.parent if single else runs_dir)
     try:
         report = store.import_runs(runs_dir)
     except StoreError as e:
@@ -355,12 +301,13 @@ def report(
 ):
     """Write one self-contained HTML report of a run: summaries, trend plot, per trial verdict, diff, transcript."""
     from results.report import write_report
-    from results.store import Store, StoreError, default_db
+    from results.store import StoreError
 
+    from .api import index
     from .cli_support import load_registry
 
     try:
-        write_report(run_dir, out, Store(db or default_db(run_dir.parent)), load_registry())
+        write_report(run_dir, out, index(db, run_dir.parent), load_registry())
     except (StoreError, ValueError) as e:
         fail(str(e), 1)
     console.print(f"wrote {out}", highlight=False)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import fcntl
 import os
-import subprocess
 import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from sandbox.gpu import detect_gpus  # noqa: F401  (GPU detection lives in sandbox/gpu.py; re-exported)
 
 
 def cpuset(cores: list[int]) -> str:
@@ -95,21 +96,6 @@ class CorePool:
         finally:
             for f in held.values():
                 f.close()  # releases the lock
-
-
-def detect_gpus() -> list[int]:
-    """This machine's NVIDIA GPUs by device id: RDBENCH_GPUS ("0,1"; "" for none) if set,
-    else what `nvidia-smi` lists; none when it is missing or fails."""
-    if "RDBENCH_GPUS" in os.environ:
-        return [int(g) for g in os.environ["RDBENCH_GPUS"].replace(",", " ").split()]
-    try:
-        r = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                           text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return []
-    if r.returncode != 0:
-        return []
-    return sorted(int(line) for line in r.stdout.split() if line.strip().isdigit())
 
 
 class GpuPool:

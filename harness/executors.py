@@ -3,8 +3,9 @@
 An executor takes the pending trials of a run and yields each (spec, result) as it
 finishes, by then with its trial folder in the run folder. A trial stays the function of
 (task, agent spec, index) that harness.trial.run_trial is; an executor only decides where
-it runs. Two exist, chosen by name through `get_executor` (which imports lazily, so a
-missing optional dependency is an install hint, not an import crash):
+it runs. Two exist, chosen by name through harness.api.get_executor (which imports Ray
+lazily, so a missing optional dependency is an install hint, not an import crash; and this
+module, below harness/ray_exec.py, never imports it):
 
 - local: a thread pool on this machine, `concurrency` trials at once;
 - ray:   a Ray cluster (harness/ray_exec.py, the `ray` extra), placed by each task's
@@ -74,19 +75,3 @@ class LocalExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
         pool.shutdown(wait=True)
-
-
-def get_executor(name: str, *, address: str | None = None, log: Callable[[str], None] = print) -> Executor:
-    """The executor called `name`. Raises ExecutorError for an unknown name, or for Ray when
-    it is not installed (with the command that installs it)."""
-    if name == "local":
-        return LocalExecutor()
-    if name == "ray":
-        try:
-            import ray  # noqa: F401  (the optional extra)
-        except ImportError:
-            raise ExecutorError(RAY_HINT) from None
-        from .ray_exec import RayExecutor
-
-        return RayExecutor(address, log=log)
-    raise ExecutorError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTORS)}")

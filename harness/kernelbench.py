@@ -186,10 +186,11 @@ def probe(problems: list[Problem], backend: str, image: str, timeout: float = 18
                                                   for p in problems]}
     sb = get_backend(backend)(SandboxConfig(image=image, memory="8g", pids=256))
     try:
-        sb.write_file(sb.path("/workspace/kernel_module.py"), (KITS / "kernel_module.py").read_bytes())
-        sb.write_file(sb.path("/workspace/probe.json"), json.dumps(job).encode())
+        # write_file and cwd take sandbox paths; a command's arguments are seen from inside (sb.path)
+        sb.write_file("/workspace/kernel_module.py", (KITS / "kernel_module.py").read_bytes())
+        sb.write_file("/workspace/probe.json", json.dumps(job).encode())
         r = sb.exec(["python3", "-s", sb.path("/workspace/kernel_module.py"), "--probe", sb.path("/workspace/probe.json")],
-                    timeout=timeout, cwd=sb.path("/workspace"), max_output=16 << 20)
+                    timeout=timeout, cwd="/workspace", max_output=16 << 20)
     finally:
         sb.close()
     results = {}
@@ -266,6 +267,13 @@ def cli_import(paths: list[Path], out: Path, sandbox: str, probe: bool) -> None:
 
     from .cli_support import console, docker_client, err, fail
 
+    if probe and sandbox == "local":  # the probe runs `python3` on PATH here: it must import torch
+        from .preflight import PreflightError, check_python
+
+        try:
+            check_python(["torch"])
+        except PreflightError as e:
+            fail(f"--sandbox local: {e}", 2)
     try:
         image = "local"
         if probe and sandbox == "docker":
@@ -288,11 +296,12 @@ def suite_results(store, folder: Path, ps: list[float], format: str) -> None:
     from rich.table import Table
 
     from results.store import StoreError
-    from results.suite import suite_fast_p, suite_table_rows, suite_tasks
+    from results.suite import suite_fast_p, suite_table_rows
 
     from .cli_support import console, fail, load_registry
+    from .task import task_names
 
-    tasks = suite_tasks(folder)
+    tasks = task_names(folder)
     if not tasks:
         fail(f"{folder}: no task folders (with a task.toml) in it")
     try:

@@ -72,7 +72,10 @@ class Run:
 def create_run(config: RunConfig, run_dir: Path, tasks: list[TaskSpec]) -> Run:
     if (run_dir / "run.json").exists():
         raise RunError(f"{run_dir}: already holds a run; resume it with --resume {run_dir}")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file on the way (--out FILE/sub), no permission
+        raise RunError(f"{run_dir}: cannot make the run folder: {e.strerror or e}") from None
     config.created_at = now()
     write_json_atomic(run_dir / "run.json", config.model_dump(mode="json"))
     return Run(config, run_dir, tasks)

@@ -51,6 +51,18 @@ class AgentLimits(_Strict):
     timeout_s: float = Field(3600, gt=0, description="wall time of the agent phase")
     max_subagent_depth: int = Field(1, ge=0, le=4, description="sub-agents of sub-agents; 0 = no delegate tool")
     max_subagents: int = Field(4, ge=0, description="sub-agents started per trial")
+    provider_tools: list[str] = Field([], description="provider-side tools (web_search, web_fetch, code_execution, "
+                                      "file_search, mcp, ...) an installed agent may use through the gateway; "
+                                      "default none: they would give the sandbox the network by proxy")
+
+    @field_validator("provider_tools")
+    @classmethod
+    def _provider_tools(cls, v: list[str]) -> list[str]:
+        from agents.gateway.policy import KINDS  # the gateway owns the kinds it tells apart
+
+        if unknown := sorted(set(v) - set(KINDS.values())):
+            raise ValueError(f"unknown provider-side tools {unknown}; known: {', '.join(sorted(set(KINDS.values())))}")
+        return sorted(set(v))
 
 
 class VerifierSpec(_Strict):
@@ -135,3 +147,27 @@ def resolve_task(name_or_path: str, tasks_root: Path) -> TaskSpec:
     if not p.exists() and (tasks_root / name_or_path).exists():
         p = tasks_root / name_or_path
     return load_task(p)
+
+
+def task_scoring(paths: list[str]) -> dict[str, dict]:
+    """The fields an older trial.json lacks (kind, score_base, score_reference) by task name,
+    for those of `paths` that still hold a valid task: the results index's TaskReader."""
+    out = {}
+    for path in paths:
+        try:
+            t = load_task(path)
+        except TaskError:
+            continue
+        out[t.name] = {"kind": t.kind, "score_base": t.scoring.base, "score_reference": t.scoring.reference}
+    return out
+
+
+def task_names(folder: str | Path) -> list[str]:
+    """The names of the task folders under `folder` (a malformed one: its folder's name)."""
+    names = []
+    for path in find_tasks(folder):
+        try:
+            names.append(load_task(path).name)
+        except TaskError:
+            names.append(path.name)
+    return names

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import difflib
+import filecmp
 import shutil
+import stat
 import threading
 import time
 import traceback
@@ -21,6 +23,7 @@ from pathlib import Path
 
 from agents import AgentContext, AgentError, ModelError, get_agent
 from results.records import AgentSpec, TrialResult, trial_id, write_json_atomic
+from sandbox import tree
 from sandbox import AGENT_UID, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, get_backend
 
 from .cores import CorePool
@@ -57,15 +60,23 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def make_patch(base: Path, new: Path, limit: int = 2 << 20) -> str:
-    """A unified diff from `base` to `new` (text files; binaries are named, not shown)."""
+def make_patch(base: Path, new: Path, limit: int = 2 << 20, max_file: int = 1 << 20) -> str:
+    """A unified diff from `base` to `new` (text files; binaries and files over `max_file`
+    bytes are named, not shown). The folders are walked by `sandbox.tree` (iterative,
+    bounded: a deep chain the agent left is no RecursionError)."""
     out = []
-    names = sorted({p.relative_to(base) for p in base.rglob("*") if p.is_file()}
-                   | {p.relative_to(new) for p in new.rglob("*") if p.is_file()})
+    try:
+        names = sorted(set(tree.files(base)) | set(tree.files(new)))
+    except tree.TreeTooLarge as e:
+        return f"(no patch: {e})\n"
     for rel in names:
         a, b = base / rel, new / rel
-        da = a.read_bytes() if a.is_file() else b""
-        db = b.read_bytes() if b.is_file() else b""
+        if max(_size(a), _size(b)) > max_file:
+            if _size(a) != _size(b) or not filecmp.cmp(a, b, shallow=False):
+                out.append(f"Large files a/{rel} and b/{rel} differ\n")
+            continue
+        da = a.read_bytes() if _size(a) >= 0 else b""
+        db = b.read_bytes() if _size(b) >= 0 else b""
         if da == db:
             continue
         try:
@@ -78,6 +89,15 @@ def make_patch(base: Path, new: Path, limit: int = 2 << 20) -> str:
             out.append("... (patch cut)\n")
             break
     return "".join(out)
+
+
+def _size(p: Path) -> int:
+    """The size of regular file `p`, -1 when it is none (missing, a folder, a link)."""
+    try:
+        st = p.lstat()
+    except OSError:
+        return -1
+    return st.st_size if stat.S_ISREG(st.st_mode) else -1
 
 
 def take_submission(sb, dst: Path, lost: bool, limit: int = MAX_SUBMISSION) -> None:

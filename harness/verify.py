@@ -31,6 +31,9 @@ from .task import TaskSpec
 #: sandbox is prepared, never at import.
 KITS_DIR = Path(__file__).parent / "kits"
 RESULT_TAG = "RDBENCH_RESULT"
+#: The kit's line (verify_kit.check_host) saying that this host cannot run the task's programs
+#: as the runs' users, before any of the submission ran: an infrastructure error.
+HOST_FAULT_TAG = "RDBENCH_HOST_FAULT"
 
 
 class VerifierError(Exception):
@@ -39,7 +42,7 @@ class VerifierError(Exception):
 
 def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict[str, str], gpus=()) -> SandboxConfig:
     return SandboxConfig(image=image, cpuset=cpuset, memory=task.resources.memory, pids=task.resources.pids,
-                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus))
+                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus), disk=task.resources.disk)
 
 
 def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
@@ -106,6 +109,14 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         (log_dir / "verifier.stdout").write_text(r.stdout)
     if r.timed_out:
         raise VerifierError(f"verifier timed out after {task.verifier.timeout_s:.0f} s")
+    fault = f"{HOST_FAULT_TAG} {token} "
+    for ln in r.stdout.splitlines():
+        if ln.startswith(fault):
+            try:
+                why = json.loads(ln[len(fault):])
+            except json.JSONDecodeError:
+                why = ln[len(fault):]
+            raise VerifierError(f"this host cannot run the task's programs: {why}")
     prefix = f"{RESULT_TAG} {token} "
     lines = [ln[len(prefix):] for ln in r.stdout.splitlines() if ln.startswith(prefix)]
     if not lines:

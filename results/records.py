@@ -166,6 +166,9 @@ class RunConfig(BaseModel):
     ray_address: str | None = None
     #: freeze agent sandboxes on the cores of a verifier while it times (--no-freeze: off)
     freeze: bool = True
+    #: task -> the provider-side tools (web search, ...) its [agent] provider_tools lets an
+    #: installed agent's gateway forward; a task not named here allows none
+    provider_tools: dict[str, list[str]] = {}
     created_at: str = ""
 
     @model_validator(mode="before")

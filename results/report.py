@@ -16,7 +16,7 @@ from pathlib import Path
 from .aggregate import COLUMNS, Group, aggregate, table_cells
 from .records import RunError, TrialResult, load_run
 from .registry import ModelInfo
-from .store import Store, StoreError, run_trials, task_scoring, trial_row
+from .store import Store, StoreError, run_trials, trial_row
 from .summary import fmt_value
 
 CSS = """
@@ -203,9 +203,9 @@ def write_report(run_dir: Path, out: Path, store: Store, registry: dict[str, Mod
         config = load_run(run_dir)
     except RunError as err:
         raise ValueError(str(err)) from None
-    trials = run_trials(run_dir, config.tasks)
+    trials = run_trials(run_dir, config.tasks, store.tasks)
     here = aggregate([trial_row(r, d) for r, d in trials], registry)
-    names = sorted({r.task for r, _ in trials} | set(task_scoring(config.tasks)))
+    names = sorted({r.task for r, _ in trials} | set(store.task_fields(config.tasks)))
     try:
         store.index_run(run_dir)  # idempotent: this run is in the comparison and the plot
         everywhere = aggregate(store.rows(tasks=names), registry)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-import tomllib
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,37 +130,29 @@ def trial_row(r: TrialResult, trial_dir: Path | None = None) -> TrialRow:
                     settings=settings_key(r.model_settings))
 
 
-def task_scoring(task_paths: list[str]) -> dict[str, dict]:
-    """For trial.json files older than their `kind`, `score_base` and `score_reference`: those
-    fields by task name, read from the run's task folders that are still there."""
-    out = {}
-    for path in task_paths:
-        try:
-            data = tomllib.loads((Path(path) / "task.toml").read_text())
-            scoring = data.get("scoring", {})
-            out[data["name"]] = {"kind": data["kind"], "score_base": float(scoring.get("base", 1.0)),
-                                 "score_reference": float(scoring["reference"])}
-        except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError):
-            continue
-    return out
+#: reads task folders: the fields an older trial.json lacks (kind, score_base, score_reference)
+#: by task name, for those of the folders still there; harness.task.task_scoring, handed in by
+#: the harness (task.toml is parsed there only; results imports nothing of the harness)
+TaskReader = Callable[[list[str]], dict[str, dict]]
 
 
 def complete(r: TrialResult, scoring: dict[str, dict]) -> TrialResult:
-    """`r`, with what an older trial.json lacks taken from `scoring` (see task_scoring)."""
+    """`r`, with what an older trial.json lacks taken from `scoring` (see TaskReader)."""
     if r.kind is not None or r.task not in scoring:
         return r
     return r.model_copy(update=scoring[r.task])
 
 
-def run_trials(run_dir: Path, task_paths: list[str]) -> list[tuple[TrialResult, Path]]:
-    """Every finished or failed trial of a run folder (a trial.json being written is skipped), completed."""
+def run_trials(run_dir: Path, task_paths: list[str], tasks: TaskReader | None = None) -> list[tuple[TrialResult, Path]]:
+    """Every finished or failed trial of a run folder (a trial.json being written is skipped),
+    completed from the run's task folders by `tasks` where it can be."""
     scoring, out = None, []
     for d in sorted((run_dir / "trials").glob("*/")):
         r = load_trial(d)
         if r is None:
             continue  # being written, or not a trial: trial.json is written atomically at the end
-        if r.kind is None:
-            scoring = task_scoring(task_paths) if scoring is None else scoring
+        if r.kind is None and tasks is not None:
+            scoring = tasks(task_paths) if scoring is None else scoring
             r = complete(r, scoring)
         out.append((r, d))
     return out
@@ -175,10 +166,16 @@ class ImportReport:
 
 
 class Store:
-    """The SQLite index. Each call opens its own connection, so any thread may use it."""
+    """The SQLite index. Each call opens its own connection, so any thread may use it.
+    `tasks` completes older trial.json files from their task folders (see TaskReader)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tasks: TaskReader | None = None):
         self.path = Path(path)
+        self.tasks = tasks
+
+    def task_fields(self, task_paths: list[str]) -> dict[str, dict]:
+        """The task fields by name of those task folders still there ({} with no reader)."""
+        return self.tasks(task_paths) if self.tasks is not None else {}
 
     @contextmanager
     def _db(self):
@@ -229,7 +226,7 @@ class Store:
             run_id = config["run_id"]
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{run_dir}: not a run folder ({e})") from None
-        items = run_trials(run_dir, config.get("tasks") or [])
+        items = run_trials(run_dir, config.get("tasks") or [], self.tasks)
         self.add_run(run_id, run_dir, config)
         self.add_many(items)
         return len(items)

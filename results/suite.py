@@ -1,4 +1,4 @@
-"""fast_p over a suite of tasks (KernelBench's measure), per model: `rdbench results --suite DIR --p ...`.
+"""fast_p over a suite of tasks (KernelBench's measure), per model (the suite's task names: harness.task.task_names): `rdbench results --suite DIR --p ...`.
 
 fast_p = the share of the suite's problems that are correct AND faster than p x the PyTorch
 baseline (KernelBench: `fastp` in src/kernelbench/score.py). Over a suite folder (the `--out`
@@ -19,7 +19,6 @@ folder of `rdbench tasks import kernelbench`, or any folder of task folders):
 from __future__ import annotations
 
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,17 +38,6 @@ class SuiteRow:
     def flat(self) -> dict:
         return {"model/agent": self.label, "problems": self.problems, "attempted": self.attempted,
                 "correct": self.correct, **{f"fast_{p:g}": v for p, v in self.fast.items()}}
-
-
-def suite_tasks(folder: Path) -> list[str]:
-    """The names of the task folders (those with a task.toml) under `folder`."""
-    names = []
-    for toml in sorted(Path(folder).glob("*/task.toml")):
-        try:
-            names.append(tomllib.loads(toml.read_text())["name"])
-        except (OSError, KeyError, tomllib.TOMLDecodeError):
-            names.append(toml.parent.name)
-    return names
 
 
 def _unchanged(row: TrialRow) -> bool:

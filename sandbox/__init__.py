@@ -90,8 +90,9 @@ class SandboxConfig:
     #: whole GPUs by device id (Docker: device requests; local: CUDA_VISIBLE_DEVICES).
     gpus: list[int] = field(default_factory=list)
     workdir: str = "/workspace"
-    #: the most the sandbox can write ("6g"), over everything it can write (/workspace, /tmp,
-    #: /var/tmp; the rest of the root filesystem is read-only); None = no limit. Agent role only.
+    #: the most the sandbox can write ("6g"), over everything it can write (an agent: /workspace,
+    #: /tmp, /var/tmp, the rest of the root filesystem read-only; a verifier: every place a timed
+    #: run can write, see sandbox.disk.VERIFIER_MOUNTS); None = no limit.
     disk: str | None = None
     #: where the machine-wide lock files and freeze record live (None: the cache's "locks")
     lock_dir: str | None = None
@@ -135,12 +136,14 @@ class Sandbox(Protocol):
     def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
         """Copy host folder `src` to sandbox folder `dst` (its contents end up in `dst`).
         `owner` sets uid=gid of every file (default: the sandbox's own user); `mode` sets the mode
-        of `dst` itself. Raises SandboxError."""
+        of `dst` itself. What lies deeper than `sandbox.tree` walks is left out. Raises
+        SandboxTooLarge (more entries than it walks), SandboxError."""
         ...
 
     def copy_out(self, src: str, dst: Path) -> None:
-        """Copy sandbox folder `src`'s contents into host folder `dst`. Raises SandboxFileNotFound,
-        SandboxError."""
+        """Copy sandbox folder `src`'s contents into host folder `dst`; what lies deeper than
+        `sandbox.tree` walks is left out. Raises SandboxFileNotFound, SandboxTooLarge (larger
+        than the backend copies), SandboxError."""
         ...
 
     def close(self) -> None:
@@ -152,6 +155,7 @@ class Sandbox(Protocol):
 BACKENDS = {
     "docker": ("sandbox.docker", "DockerSandbox", "pip install docker"),
     "local": ("sandbox.local", "LocalSandbox", None),
+    "fake": ("sandbox.fake", "FakeSandbox", None),  # tests and development only: no isolation at all
 }
 
 

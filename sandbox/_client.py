@@ -61,8 +61,35 @@ class ServerClient:
                          max_output=max_output, stream=on_output is not None)
         return ExecResult(r["returncode"], r["stdout"], r["stderr"], r["duration_s"], r["timed_out"], r["truncated"])
 
+    def spawn(self, cmd, *, cwd=None, env=None) -> int:
+        argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return self.request("spawn", cmd=argv, cwd=cwd, env=env or {})["handle"]
+
+    def poll(self, handle: int) -> int | None:
+        return self.request("poll", handle=handle)["returncode"]
+
     def read_file(self, path: str) -> bytes:
         return base64.b64decode(self.request("read", path=path)["data"])
 
     def write_file(self, path: str, data: bytes, mode: int) -> None:
         self.request("write", path=path, data=base64.b64encode(data).decode(), mode=mode)
+
+
+class Spawner:
+    """For a backend whose exec server is `self._server`: a command started in the background
+    and its exit seen by the server's own wait, no file or wrapper the command could stop."""
+
+    def _wait_at_most(self, seconds: float) -> None:
+        """Before a request to the server: the longest a backend waits for its answer."""
+
+    def spawn(self, cmd, *, cwd=None, env=None) -> int:
+        """Start `cmd` (its output goes nowhere: redirect it), the exec server its parent; a
+        handle for `poll`. Raises SandboxError when the server is gone."""
+        self._wait_at_most(60)
+        return self._server.spawn(cmd, cwd=cwd, env=env)
+
+    def poll(self, handle: int) -> int | None:
+        """The exit status of what `spawn` started, None while it runs. Raises SandboxError
+        when the server is gone or stopped answering (the agent's doing)."""
+        self._wait_at_most(60)
+        return self._server.poll(handle)

@@ -5,6 +5,9 @@ tool call costs a pipe round trip and a fork instead of a `docker exec` (~150 ms
 Its stdout carries nothing but answers: commands get pipes of their own.
 
 Requests: {"op": "exec", "cmd": [...], "cwd", "env", "timeout", "max_output", "stream"}
+          {"op": "spawn", "cmd": [...], "cwd", "env"} -> {"handle"}: started in the background
+          {"op": "poll", "handle"} -> {"returncode"}: None while it runs (the server's own wait:
+          it is the command's parent, so no file or wrapper the command could stop says so)
           {"op": "read", "path"} | {"op": "write", "path", "data" (base64), "mode"}
           {"op": "ping"}
 
@@ -137,12 +140,32 @@ def run(req, emit=None):
     }
 
 
+#: commands started by "spawn", by their pid: polled (and reaped) by the server itself
+SPAWNED = {}
+
+
+def spawn(req):
+    env = dict(os.environ)
+    env.update(req.get("env") or {})
+    proc = subprocess.Popen(req["cmd"], cwd=req.get("cwd") or None, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    SPAWNED[proc.pid] = proc
+    return {"handle": proc.pid}
+
+
 def handle(req, send):
     op = req.get("op")
     if op == "exec":
         def emit(stream, data):
             send({"id": req.get("id"), "chunk": stream, "data": data})
         return run(req, emit if req.get("stream") else None)
+    if op == "spawn":
+        return spawn(req)
+    if op == "poll":
+        proc = SPAWNED.get(req.get("handle"))
+        if proc is None:
+            return {"error": "bad_request", "message": "no spawned command %r" % req.get("handle")}
+        return {"returncode": proc.poll()}
     if op == "read":
         try:
             with open(req["path"], "rb") as f:

@@ -21,8 +21,14 @@ from pathlib import Path
 
 from . import pid_alive
 
-#: the folders of the disk, and where they appear in the sandbox
+#: the folders of an agent sandbox's disk, and where they appear in the sandbox
 MOUNTS = {"workspace": "/workspace", "tmp": "/tmp", "vartmp": "/var/tmp"}
+#: a verifier sandbox's: every place a timed run can write, i.e. its scratch folders and the
+#: verify kit's own folder (its staged copies, outputs and logs: RDBENCH_KIT_ROOT). Its root
+#: filesystem stays writable, for root only (the kit hands everything else to root).
+VERIFIER_MOUNTS = {"kit": "/rdbench-kit", "tmp": "/tmp", "vartmp": "/var/tmp", "runlock": "/run/lock"}
+#: folders of a disk that are their owner's alone; the others are sticky, world-writable
+PRIVATE = ("workspace", "kit")
 
 
 class DiskUnavailable(Exception):
@@ -47,21 +53,23 @@ class Disk:
     """One sandbox's disk. `folder(name)` is a host path to bind-mount; `close()` unmounts and
     deletes it (idempotent, never raises)."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, mounts: dict[str, str] = MOUNTS):
         self.root = root
+        #: folder name -> where it appears in the sandbox
+        self.mounts = mounts
         self.image = root / "disk.img"
         self.mnt = root / "mnt"
         self.mounted = False
 
     @classmethod
-    def create(cls, size: str, owner: int, parent: Path | None = None) -> "Disk":
+    def create(cls, size: str, owner: int, parent: Path | None = None, mounts: dict[str, str] = MOUNTS) -> "Disk":
         if os.geteuid() != 0:
             raise DiskUnavailable("disk limits need root on the host (loop mounts)")
         if not shutil.which("mkfs.ext4"):
             raise DiskUnavailable("disk limits need mkfs.ext4 (e2fsprogs)")
         if parent is not None:
             parent.mkdir(parents=True, exist_ok=True)
-        disk = cls(Path(tempfile.mkdtemp(prefix=f"rdbench-disk-{os.getpid()}-", dir=parent)))
+        disk = cls(Path(tempfile.mkdtemp(prefix=f"rdbench-disk-{os.getpid()}-", dir=parent)), mounts)
         try:
             with open(disk.image, "wb") as f:
                 f.truncate(size_bytes(size))  # sparse: the host disk grows only as the agent writes
@@ -71,11 +79,11 @@ class Disk:
             _run("mount", "-o", "loop,nosuid,nodev", str(disk.image), str(disk.mnt))
             disk.mounted = True
             (disk.mnt / "lost+found").rmdir()
-            for name in MOUNTS:
+            for name in mounts:
                 d = disk.mnt / name
                 d.mkdir()
                 os.chown(d, owner, owner)
-                d.chmod(0o1777 if name != "workspace" else 0o755)
+                d.chmod(0o755 if name in PRIVATE else 0o1777)
         except BaseException:
             disk.close()
             raise
@@ -86,7 +94,7 @@ class Disk:
 
     def binds(self) -> dict[str, dict[str, str]]:
         """Docker SDK `volumes=`: host folder -> sandbox path."""
-        return {self.folder(name): {"bind": path, "mode": "rw"} for name, path in MOUNTS.items()}
+        return {self.folder(name): {"bind": path, "mode": "rw"} for name, path in self.mounts.items()}
 
     def close(self) -> None:
         if self.mounted:

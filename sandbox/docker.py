@@ -8,11 +8,9 @@ container's attached stdin/stdout: one hijacked connection, no `docker exec` per
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import socket
 import struct
-import tarfile
 import time
 import warnings
 from pathlib import Path, PurePosixPath
@@ -21,12 +19,14 @@ import docker
 import docker.errors
 import requests
 
-from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, pid_alive
+from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, pid_alive
 from . import disk
-from ._client import BOOT_ARGV, ServerClient
-from .disk import MOUNTS, Disk, DiskUnavailable
+from ._client import BOOT_ARGV, ServerClient, Spawner
+from .disk import MOUNTS, VERIFIER_MOUNTS, Disk, DiskUnavailable
 from .freeze import FreezeBook
+from .gpu import device_requests
 from .images import cache_dir
+from .tree import tar_folder, untar_stripped
 
 #: What root in a verifier sandbox keeps: enough to run the candidate as another user,
 #: own its files and kill what it leaves behind. The agent sandbox keeps nothing.
@@ -107,57 +107,6 @@ class _AttachStream:
             pass
 
 
-def tar_folder(src: Path, arcroot: str, owner: int | None, mode: int | None) -> bytes:
-    """A tar of `src` whose entries live under `arcroot`, owned by `owner` if given."""
-
-    def fix(info: tarfile.TarInfo) -> tarfile.TarInfo:
-        if owner is not None:
-            info.uid = info.gid = owner
-            info.uname = info.gname = ""
-        if info.name == arcroot and mode is not None:
-            info.mode = mode
-        return info
-
-    data = io.BytesIO()
-    with tarfile.open(fileobj=data, mode="w") as tar:
-        tar.add(str(src), arcname=arcroot, filter=fix)
-    return data.getvalue()
-
-
-def _data_or_skip(member: tarfile.TarInfo, dest: str):
-    """tarfile's "data" filter, but a member it refuses (a link that leaves the folder, a
-    device, a pipe) is left out instead of failing the copy: an agent must not be able to
-    turn its trial into an infrastructure error with one symlink."""
-    try:
-        return tarfile.data_filter(member, dest)
-    except tarfile.FilterError:
-        return None
-
-
-def untar_stripped(stream, dst: Path, max_bytes: int) -> None:
-    """Extract a tar stream into `dst`, dropping its top folder. Links that leave `dst`,
-    device files and absolute paths are left out (tarfile's "data" filter): the stream
-    comes from an agent's sandbox."""
-    raw = io.BytesIO()
-    for chunk in stream:
-        raw.write(chunk)
-        if raw.tell() > max_bytes:
-            raise SandboxTooLarge(f"folder is larger than {max_bytes} bytes; not copied")
-    raw.seek(0)
-    dst.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=raw) as tar:
-        members = []
-        for m in tar.getmembers():
-            parts = PurePosixPath(m.name).parts
-            if len(parts) <= 1:
-                continue
-            m.name = str(PurePosixPath(*parts[1:]))
-            if m.islnk():
-                m.linkname = str(PurePosixPath(*PurePosixPath(m.linkname).parts[1:]))
-            members.append(m)
-        tar.extractall(dst, members=members, filter=_data_or_skip)
-
-
 def lock_dir(config: SandboxConfig) -> Path:
     return Path(config.lock_dir) if config.lock_dir else cache_dir() / "locks"
 
@@ -178,7 +127,7 @@ def _retry(call, *args) -> None:
             time.sleep(0.2)
 
 
-class DockerSandbox:
+class DockerSandbox(Spawner):
     """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
 
     def __init__(self, config: SandboxConfig, client: docker.DockerClient | None = None):
@@ -209,21 +158,22 @@ class DockerSandbox:
             environment={"HOME": "/root" if verifier else "/tmp", "PYTHONUNBUFFERED": "1", **config.env},
         )
         if config.gpus:
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(device_ids=[str(g) for g in config.gpus], capabilities=[["gpu"]])
-            ]
+            kwargs["device_requests"] = device_requests(config.gpus)
         self.container = None
         self._stream = None
         self._disk = None
         self._book = FreezeBook(lock_dir(config), "docker") if not verifier else None
         self._frozen_seen = 0.0
-        if config.disk and not verifier:
+        if config.disk:
             try:
-                self._disk = Disk.create(config.disk, AGENT_UID, cache_dir() / "disks")
+                self._disk = Disk.create(config.disk, 0 if verifier else AGENT_UID, cache_dir() / "disks",
+                                         VERIFIER_MOUNTS if verifier else MOUNTS)
             except DiskUnavailable as e:
                 warnings.warn(f"sandbox without a disk limit: {e}", stacklevel=2)
-            else:  # everything the agent can write is on its disk; the rest is read-only
-                kwargs.update(volumes=self._disk.binds(), read_only=True)
+            else:  # everything the agent (a timed run) can write is on the disk; an agent's rest is read-only
+                kwargs.update(volumes=self._disk.binds(), read_only=not verifier)
+                if verifier:  # where the verify kit keeps its staged copies
+                    kwargs["environment"]["RDBENCH_KIT_ROOT"] = VERIFIER_MOUNTS["kit"]
         if config.mounts:  # read-only host folders (an installed agent's model-gateway socket)
             kwargs["volumes"] = {**kwargs.get("volumes", {}),
                                  **{host: {"bind": dst, "mode": "ro"} for host, dst in config.mounts.items()}}
@@ -294,6 +244,8 @@ class DockerSandbox:
     def path(self, p: str) -> str:
         return p
 
+    _wait_at_most = lambda self, seconds: self._stream.sock.settimeout(seconds)  # noqa: E731  (Spawner)
+
     def exec(self, cmd, *, timeout=None, cwd=None, env=None, max_output=1 << 20, on_output=None):
         # the server enforces `timeout`; this guards against a server that stops answering
         self._stream.sock.settimeout(None if timeout is None else timeout + 60)
@@ -311,7 +263,7 @@ class DockerSandbox:
         dst_path = PurePosixPath(dst)
         if owner is None:  # the sandbox's own user
             owner = 0 if self.config.role == "verifier" else AGENT_UID
-        if self._disk is not None and dst in MOUNTS.values():  # a mount point on a read-only root
+        if self._disk is not None and dst in self._disk.mounts.values():  # a mount point (a read-only root)
             data, target = tar_folder(Path(src), ".", owner, mode), dst
         else:
             data, target = tar_folder(Path(src), dst_path.name, owner, mode), str(dst_path.parent)

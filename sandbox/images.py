@@ -1,7 +1,8 @@
 """Sandbox images, built offline.
 
 The base image needs no registry: a Debian root file system made by `debootstrap`
-from Debian's packages, plus Python wheels that the host downloads with pip and
+from Debian's packages, plus Python wheels that the host's pip resolves and downloads
+(sandbox/wheels.py: torch's CPU or CUDA build, closed under its requirements) and
 installs into /opt/site, imported with `docker import`. A task may instead bring
 `environment/Dockerfile`; it gets the base image's tag as the build argument
 RDBENCH_BASE, and an ordinary `FROM python:3.11-slim` works wherever a registry answers.
@@ -27,18 +28,13 @@ import docker
 import docker.errors
 
 from . import SandboxError
+from .wheels import TorchBuild, download, install, torch_build, wheel_metadata
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 SUITE = "bookworm"
 #: Debian packages of the root file system. gcc and the Python headers let agents build
 #: C extensions, a legitimate way to speed code up.
 DEBIAN_PACKAGES = ["python3", "python3-dev", "gcc", "libc6-dev", "procps", "ca-certificates"]
-#: Wheels installed into /opt/site. torch pinned to the CPU build that pip finds locally.
-WHEELS = [
-    "torch==2.13.0", "triton==3.9.0", "numpy==2.4.6",
-    "filelock", "typing-extensions", "sympy", "networkx", "jinja2", "fsspec", "mpmath", "markupsafe",
-]
-PYTHON_VERSION = "3.11"  # Debian bookworm's python3
 USERS = [("agent", 1000), ("runner", 1001)]
 
 Log = Callable[[str], None]
@@ -52,8 +48,9 @@ def _hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def base_image_tag() -> str:
-    spec = [BUILDER_VERSION, SUITE, DEBIAN_PACKAGES, WHEELS, PYTHON_VERSION, USERS, platform.machine()]
+def base_image_tag(build: TorchBuild | None = None) -> str:
+    """The base image's tag: a hash of its inputs, the torch build (RDBENCH_TORCH) and its index included."""
+    spec = [BUILDER_VERSION, SUITE, DEBIAN_PACKAGES, (build or torch_build()).key(), USERS, platform.machine()]
     return f"rdbench-base:{_hash(spec)}"
 
 
@@ -90,42 +87,49 @@ def _run(cmd: list[str], log: Log, what: str) -> None:
     log(f"{what}: {time.monotonic() - t:.0f} s")
 
 
-def download_wheels(log: Log) -> Path:
-    """Wheels for the image's Python, downloaded by the host's pip (the sandbox has no network)."""
-    dest = cache_dir() / "wheels" / _hash([WHEELS, PYTHON_VERSION, platform.machine()])
-    if dest.is_dir() and any(dest.glob("torch-*.whl")):
+def download_wheels(build: TorchBuild, log: Log) -> Path:
+    """Wheels for the image's Python, resolved and downloaded by the host's pip (the sandbox has no network)."""
+    dest = cache_dir() / "wheels" / _hash(build.key())
+    if (dest / ".complete").is_file():
         return dest
+    cache_dir().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_dir()))
-    _run(["python3", "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-          "-d", str(tmp), *WHEELS], log, "pip download wheels")
+    try:
+        note = download(build, tmp, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    (tmp / ".complete").write_text(note or "torch from its index")  # read by _labels
+    shutil.rmtree(dest, ignore_errors=True)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(dest)
     return dest
 
 
-def build_base_image(client: docker.DockerClient, log: Log = print, force: bool = False) -> str:
-    """Build the base image offline if it is missing; return its tag."""
-    tag = base_image_tag()
+def build_base_image(client: docker.DockerClient, log: Log = print, force: bool = False,
+                     build: TorchBuild | None = None) -> str:
+    """Build the base image offline if it is missing; return its tag. `build`: the torch build
+    (default: RDBENCH_TORCH / RDBENCH_TORCH_INDEX, else by whether this host has a GPU)."""
+    build = build or torch_build()
+    tag = base_image_tag(build)
     if not force and image_exists(client, tag):
         return tag
     for tool in ("debootstrap", "tar"):
         if shutil.which(tool) is None:
             raise SandboxError(f"building the base image needs `{tool}` (apt-get install -y {tool})")
     cache_dir().mkdir(parents=True, exist_ok=True)
-    log(f"building {tag} (debootstrap {SUITE} + wheels; a few minutes, once)")
-    wheels = download_wheels(log)
+    log(f"building {tag} (debootstrap {SUITE} + torch {build.flavor} wheels; a few minutes, once)")
+    wheels = download_wheels(build, log)
     work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache_dir()))
     rootfs = work / "rootfs"
     try:
         _run(["debootstrap", "--variant=minbase", f"--include={','.join(DEBIAN_PACKAGES)}", SUITE, str(rootfs),
               debian_mirror()], log, "debootstrap")
-        _run(["python3", "-m", "pip", "install", "--no-deps", "--no-index", "--only-binary=:all:", "--python-version",
-              PYTHON_VERSION, "--target", str(rootfs / "opt/site"), *map(str, sorted(wheels.glob("*.whl")))],
-             log, "pip install wheels")
+        install(wheels, rootfs / "opt/site", log)
         _add_users(rootfs)
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             shutil.rmtree(rootfs / junk, ignore_errors=True)
-        _import(client, rootfs, tag, log)
+        _import(client, rootfs, tag, log, _labels(build, wheels))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return tag
@@ -144,7 +148,18 @@ def _add_users(rootfs: Path) -> None:
     os.chown(rootfs / "workspace", 1000, 1000)
 
 
-def _import(client: docker.DockerClient, rootfs: Path, tag: str, log: Log) -> None:
+def _labels(build: TorchBuild, wheels: Path) -> dict[str, str]:
+    """What the image holds, in its labels: the torch build, its index, every wheel's version."""
+    dists = wheel_metadata(wheels)
+    index = build.index or "(pip's index)"
+    note = (wheels / ".complete").read_text()
+    if note.startswith("the torch index"):  # torch came from pip's configuration (a local wheel folder)
+        index += " (did not answer; torch from pip's configuration)"
+    return {"rdbench.torch": build.flavor, "rdbench.torch-index": index,
+            "rdbench.wheels": " ".join(f"{name}=={version}" for name, (version, _) in sorted(dists.items()))}
+
+
+def _import(client: docker.DockerClient, rootfs: Path, tag: str, log: Log, labels: dict[str, str]) -> None:
     t = time.monotonic()
     repo, _, version = tag.partition(":")
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
@@ -153,6 +168,7 @@ def _import(client: docker.DockerClient, rootfs: Path, tag: str, log: Log) -> No
         "ENV PATH=/opt/site/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         "ENV LANG=C.UTF-8",
         "WORKDIR /workspace",
+        *(f"LABEL {key}={json.dumps(value)}" for key, value in labels.items()),
     ]
     try:
         client.api.import_image_from_stream(iter(lambda: tar.stdout.read(1 << 20), b""), repository=repo, tag=version,

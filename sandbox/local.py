@@ -14,11 +14,15 @@ A verifier keeps the guards it can: run as root, the verify kit runs the candida
 baseline as two uids that no account of this host uses (`RDBENCH_CANDIDATE_UID`,
 `RDBENCH_BASELINE_UID`), so they cannot read the verifier's files or environment, and kills
 their processes and removes their files and IPC objects after each run; with bubblewrap
-installed each run also has no network and private /tmp, /var/tmp and /dev/shm.
+installed each run also has no network and private /tmp, /var/tmp and /dev/shm, and finds its
+user in a private /etc/passwd. Each verifier sandbox claims uids of its own (`claim_uids`):
+two verifiers at once never share one, so neither kills the other's runs.
 """
 
 from __future__ import annotations
 
+import fcntl
+import grp
 import os
 import pwd
 import shutil
@@ -36,19 +40,86 @@ from ._client import BOOT_ARGV, ServerClient
 from ._server import descendants
 from .freeze import FreezeBook
 from .images import cache_dir
+from .tree import walk
 
 
-def unused_uids(n: int, start: int = 61000) -> list[int]:
-    """`n` uids that no account of this host has (the verifier's runs use them)."""
-    found = []
-    uid = start
-    while len(found) < n:
+#: Where local verifiers claim their run uids, machine-wide (every rdbench process, whatever
+#: its cache folder): a file per uid, flock-ed by the sandbox using it, so the claim ends when
+#: that sandbox closes or its process dies.
+UID_LOCKS = Path("/run/rdbench-uids")
+#: The first uid tried for runs; the next free ones follow. (Not 61000: rdbench before these
+#: claims ran every local verifier as 61000 and 61001, and killed what else ran as them.)
+RUN_UID_START = 62000
+_UID_SPAN = 4096
+
+
+def _process_uids() -> set[int]:
+    """The uids that own a live process of this host."""
+    out = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                out.add(entry.stat().st_uid)
+            except OSError:
+                pass
+    return out
+
+
+def _has_account(uid: int) -> bool:
+    for lookup in (pwd.getpwuid, grp.getgrgid):  # a run's gid is its uid
         try:
-            pwd.getpwuid(uid)
+            lookup(uid)
+            return True
         except KeyError:
-            found.append(uid)
-        uid += 1
-    return found
+            pass
+    return False
+
+
+def claim_uids(n: int, start: int = RUN_UID_START, locks: Path = UID_LOCKS) -> list[tuple[int, int]]:
+    """`n` uids (as [(uid, lock fd)]) that no account or group of this host has, that own no
+    process, and that no other sandbox holds: each held by an exclusive flock on
+    `locks`/<uid> until its fd is closed (`release_uids`) or this process dies. Raises
+    SandboxError when none is free."""
+    try:
+        locks.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError:  # no /run to write to: the default cache's (machine-wide for one user)
+        locks = cache_dir() / "locks" / "uids"
+        locks.mkdir(parents=True, exist_ok=True)
+    held: list[tuple[int, int]] = []
+    for uid in range(start, start + _UID_SPAN):
+        if len(held) == n:
+            return held
+        if _has_account(uid):
+            continue
+        fd = os.open(locks / str(uid), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # another verifier's
+            os.close(fd)
+            continue
+        if uid in _process_uids():  # left by a dead holder's runs, or used by something else
+            os.close(fd)
+            continue
+        held.append((uid, fd))
+    release_uids(held)
+    raise SandboxError(f"no free uid for a verifier's runs in {start}..{start + _UID_SPAN - 1} (see {locks})")
+
+
+def kill_uid(uid: int) -> None:
+    """Kill every process of `uid` (root only): as that user, kill(-1) reaches exactly its processes."""
+    for _ in range(20):
+        if uid not in _process_uids():
+            return
+        subprocess.run(["/bin/sh", "-c", "kill -9 -1"], user=uid, group=uid, extra_groups=[],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def release_uids(held: list[tuple[int, int]]) -> None:
+    """End claims of `claim_uids`, after killing what still runs as those uids."""
+    for uid, fd in held:
+        kill_uid(uid)
+        os.close(fd)
+    held.clear()
 
 
 class LocalSandbox:
@@ -59,12 +130,15 @@ class LocalSandbox:
     def __init__(self, config: SandboxConfig):
         warnings.warn("local sandbox backend: no isolation (no network, user, cpu or memory limits)", stacklevel=2)
         self.config = config
+        # a verifier's runs: two uids of no account here, its own while it lives
+        self._uids = claim_uids(2) if os.geteuid() == 0 and config.role == "verifier" else []
         self.root = Path(tempfile.mkdtemp(prefix="rdbench-local-"))
         env = {**os.environ, **config.env, "RDBENCH_SANDBOX_ROOT": str(self.root),
                "RDBENCH_LOCAL_SANDBOX": "1", "HOME": str(self.root / "home")}
-        if os.geteuid() == 0:  # the kit's runs, as uids of no account here, must reach their staged copies
+        if os.geteuid() == 0:  # the kit's runs, as those uids, must reach their staged copies
             self.root.chmod(0o711)
-            env["RDBENCH_CANDIDATE_UID"], env["RDBENCH_BASELINE_UID"] = map(str, unused_uids(2))
+        if self._uids:
+            env["RDBENCH_CANDIDATE_UID"], env["RDBENCH_BASELINE_UID"] = (str(uid) for uid, _ in self._uids)
         # only the GPUs given (none: none), numbered as nvidia-smi numbers them
         env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, config.gpus))
         env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
@@ -121,12 +195,9 @@ class LocalSandbox:
     def copy_in(self, src: Path, dst: str, *, owner: int | None = None, mode: int | None = None) -> None:
         target = Path(self.path(dst))
         try:
-            shutil.copytree(src, target, dirs_exist_ok=True, symlinks=True)
+            _copy_tree(Path(src), target, owner if os.geteuid() == 0 else None)
             if mode is not None:
                 target.chmod(mode)
-            if owner is not None and os.geteuid() == 0:
-                for p in [target, *target.rglob("*")]:
-                    os.lchown(p, owner, owner)
         except OSError as e:
             raise SandboxError(f"copy into {dst} failed: {e}") from e
 
@@ -136,20 +207,15 @@ class LocalSandbox:
             raise SandboxFileNotFound(f"no such folder in the sandbox: {src}")
         real = source.resolve()
 
-        def leaving(folder, names):  # links that leave the folder, and special files, stay behind
-            skip = []
-            for name in names:
-                p = Path(folder) / name
-                if p.is_symlink():
-                    target = p.resolve()
-                    if target != real and real not in target.parents:
-                        skip.append(name)
-                elif not (p.is_file() or p.is_dir()):
-                    skip.append(name)
-            return skip
+        def inside(link: str) -> bool:  # links that leave the folder stay behind
+            try:
+                target = Path(link).resolve()
+            except (OSError, RuntimeError, RecursionError):  # a loop, or a chain deeper than realpath recurses
+                return False
+            return target == real or real in target.parents
 
         try:
-            shutil.copytree(source, dst, dirs_exist_ok=True, symlinks=True, ignore=leaving)
+            _copy_tree(source, Path(dst), None, keep_link=inside)
         except OSError as e:
             raise SandboxError(f"copy out of {src} failed: {e}") from e
 
@@ -175,6 +241,7 @@ class LocalSandbox:
                     f.close()
                 except OSError:
                     pass
+        release_uids(getattr(self, "_uids", []))
         shutil.rmtree(self.root, ignore_errors=True)
 
     def __enter__(self):
@@ -183,6 +250,32 @@ class LocalSandbox:
     def __exit__(self, *exc):
         self.close()
 
+
+
+def _copy_tree(src: Path, dst: Path, owner: int | None, keep_link=lambda path: True) -> None:
+    """Copy the folder `src` into `dst` through sandbox.tree's bounded, iterative walk (a
+    folder chain thousands deep is left out below its bound, never a RecursionError): files,
+    folders and links (those `keep_link` keeps), never special files; owned by `owner` if given."""
+    dst.mkdir(parents=True, exist_ok=True)
+    made = [dst]
+    for rel, entry in walk(src):
+        target = dst / rel
+        if entry.is_symlink():
+            if not keep_link(entry.path):
+                continue
+            if target.is_symlink() or target.is_file():
+                target.unlink()
+            os.symlink(os.readlink(entry.path), target)
+        elif entry.is_dir(follow_symlinks=False):
+            target.mkdir(exist_ok=True)
+        elif entry.is_file(follow_symlinks=False):
+            shutil.copy2(entry.path, target, follow_symlinks=False)
+        else:  # a FIFO, a socket, a device
+            continue
+        made.append(target)
+    if owner is not None:
+        for p in made:
+            os.lchown(p, owner, owner)
 
 def _listing(lock_dir: Path) -> Path:
     d = Path(lock_dir) / "local-agents"

@@ -18,9 +18,20 @@ SESSION = uuid.uuid4().hex[:12]
 os.environ["RDBENCH_SESSION"] = SESSION  # labels every container this suite makes (see no_leaked_containers)
 
 
+#: fixtures that need the Docker engine: a test using one (directly or through another fixture)
+#: must say so with the `docker` marker, so that `pytest -m "not docker"` (the fast tier) holds
+DOCKER_FIXTURES = {"docker_client", "base_image"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """The `extended` tier (more variants of what the default tier already checks) runs only
+    """A test that uses a Docker fixture without the `docker` marker is a collection error.
+    The `extended` tier (more variants of what the default tier already checks) runs only
     with RDBENCH_EXTENDED=1: the default tier keeps CI within its 45 minutes."""
+    unmarked = [item.nodeid for item in items
+                if DOCKER_FIXTURES & set(getattr(item, "fixturenames", ())) and "docker" not in item.keywords]
+    if unmarked:
+        raise pytest.UsageError("these tests use Docker but are not marked @pytest.mark.docker: "
+                                + ", ".join(unmarked))
     if os.environ.get("RDBENCH_EXTENDED") == "1":
         return
     skip = pytest.mark.skip(reason="extended tier: RDBENCH_EXTENDED=1 runs it")

@@ -129,7 +129,8 @@ class Verifier:
         self.device = "cuda" if self.gpu else "cpu"
         self.seed = kit.secret_seed()
         self.rng = random.Random(self.seed)
-        self.public = tempfile.mkdtemp(prefix="rdbench-kernel-runner-")  # the runner script, world-readable
+        # the runner script, world-readable, in the kit's folder (0711; bubblewrap binds it back over /tmp)
+        self.public = tempfile.mkdtemp(prefix="rdbench-kernel-runner-", dir=kit._kit_dir())
         os.chmod(self.public, 0o755)
         for script in ("kernel_runner.py", "kernel_module.py"):  # the runner, and what it shares on nn.Module problems
             shutil.copy(os.path.join(os.path.dirname(os.path.abspath(kernel_runner.__file__)), script),

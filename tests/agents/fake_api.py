@@ -7,6 +7,8 @@ Each POST takes the next step of the script:
                                                                  `input` as a JSON string)
     Step(status=429, headers={"retry-after": "0"})                an error status
     Step(hang=True)                                               a response that never comes
+    Step(cut=3, delay=0.5)                                        (streamed) only the first 3 events, then the
+                                                                  connection closes; the answer after 0.5 s
 Like a real server it can also enforce a context window (`window`, tokens: 4 characters of the
 request's JSON each), refusing longer requests with the provider's own error shape without
 using a step; report prompt-cache usage (Anthropic: from the request's cache_control
@@ -38,6 +40,10 @@ class Step:
     #: (input, output) tokens; None: input counted from the request (4 characters a token)
     usage: tuple[int, int] | None = (100, 20)
     hang: bool = False
+    #: stream only this many events, then close (a stream cut before its usage event)
+    cut: int | None = None
+    #: seconds before the answer starts
+    delay: float = 0.0
 
 
 def tokens(body: dict) -> int:
@@ -74,8 +80,11 @@ class FakeAPI:
         self.repeat_last = repeat_last
         self.window = window
         self.requests: list[tuple[str, dict]] = []
+        #: (input, output) tokens of each model reply sent, whole or cut (a cut one: the output it streamed)
+        self.served: list[tuple[int, int]] = []
         self.headers: list[dict[str, str]] = []  # each request's headers (lower-case names)
         self.overflows = 0
+        self.active = self.peak_active = 0  # requests being answered now, and the most at once
         self.summaries = 0
         self._lock = threading.Lock()
         self._closing = threading.Event()
@@ -89,6 +98,16 @@ class FakeAPI:
                 pass
 
             def do_POST(self):
+                with api._lock:
+                    api.active += 1
+                    api.peak_active = max(api.peak_active, api.active)
+                try:
+                    self._answer()
+                finally:
+                    with api._lock:
+                        api.active -= 1
+
+            def _answer(self):
                 body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
                 route = self.path.partition("?")[0]  # Claude Code asks for /v1/messages?beta=true
                 self.stream = bool(body.get("stream"))  # answered as server-sent events
@@ -118,6 +137,9 @@ class FakeAPI:
                 if step.hang:
                     api._closing.wait(600)
                     return
+                if step.delay:
+                    time.sleep(step.delay)
+                self.step = step
                 if step.status != 200:
                     payload = {"type": "error", "error": {"type": "api_error", "message": step.text or "scripted"}}
                     return self._send(step.status, payload, step.headers)
@@ -130,8 +152,20 @@ class FakeAPI:
                 return self._send(404, {"error": {"message": f"no route {self.path}"}}, {})
 
             def _send(self, status, payload, headers):
+                step = getattr(self, "step", None)
+                if status == 200 and "usage" in payload:
+                    usage = payload["usage"]
+                    n_in = usage.get("input_tokens", usage.get("prompt_tokens", 0)) + \
+                        usage.get("cache_read_input_tokens", 0) + usage.get("cache_creation_input_tokens", 0)
+                    n_out = usage.get("output_tokens", usage.get("completion_tokens", 0))
+                    if step is not None and step.cut is not None:
+                        n_out = streamed_chars(sse_events(payload)[:step.cut]) // 4
+                    with api._lock:
+                        api.served.append((n_in, n_out))
                 if status == 200 and getattr(self, "stream", False):
-                    return self._send_events(sse_events(payload), headers)
+                    events = sse_events(payload)
+                    return self._send_events(events if step is None or step.cut is None else events[:step.cut],
+                                             headers)
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("content-type", "application/json")
@@ -293,6 +327,24 @@ class FakeAPI:
                              "finish_reason": "tool_calls" if step.tool_calls else "stop"}],
                 "usage": {"prompt_tokens": n_in, "completion_tokens": n_out, "total_tokens": n_in + n_out,
                           "prompt_tokens_details": {"cached_tokens": cached}}}
+
+
+def streamed_chars(events: list) -> int:
+    """Characters of output (text, thinking, tool arguments) in streamed events."""
+    n = 0
+    for _, data in events:
+        if not isinstance(data, dict):
+            continue
+        d = data.get("delta")
+        if isinstance(d, str):
+            n += len(d)
+        elif isinstance(d, dict):
+            n += sum(len(d[k]) for k in ("text", "thinking", "partial_json") if isinstance(d.get(k), str))
+        for choice in data.get("choices") or []:
+            delta = choice.get("delta") or {}
+            n += len(delta.get("content") or "")
+            n += sum(len((c.get("function") or {}).get("arguments") or "") for c in delta.get("tool_calls") or [])
+    return n
 
 
 def sse_events(reply: dict) -> list[tuple[str | None, object]]:

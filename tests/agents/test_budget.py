@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from agents.react import Budget, TimeLimit, TurnLimit
+from agents.budget import Budget, TimeLimit, TurnLimit
 
 
 def test_the_first_call_always_happens_and_the_clock_starts_there():

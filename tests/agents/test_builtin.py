@@ -19,6 +19,7 @@ def workspace_box(base_image, docker_client, primes_task):
     sb.close()
 
 
+@pytest.mark.docker
 def test_oracle_overlays_solution(workspace_box, primes_task, tmp_path):
     r = get_agent("oracle").run(workspace_box, AgentContext(task=primes_task, trial_dir=tmp_path))
     assert r.stop_reason == "submitted"
@@ -26,11 +27,13 @@ def test_oracle_overlays_solution(workspace_box, primes_task, tmp_path):
     assert workspace_box.exec("stat -c %u /workspace/solve.py").stdout.strip() == "1000"
 
 
+@pytest.mark.docker
 def test_nop_changes_nothing(workspace_box, primes_task, tmp_path):
     get_agent("nop").run(workspace_box, AgentContext(task=primes_task, trial_dir=tmp_path))
     assert workspace_box.read_file("/workspace/solve.py") == (primes_task.path / "workspace/solve.py").read_bytes()
 
 
+@pytest.mark.docker
 def test_oracle_without_solution_is_an_agent_error(workspace_box, tmp_path):
     path = scaffold("nosol", tmp_path)
     (path / "solution" / "program.py").unlink()

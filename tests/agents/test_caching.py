@@ -13,6 +13,7 @@ from tests.agents.test_react import events, run
 SCRIPT = [Step(tool_calls=[("bash", {"command": "head -c 3000 /dev/zero | tr '\\0' x"})], usage=None)] * 20 + [submit()]
 
 
+@pytest.mark.docker
 def test_anthropic_caching_is_requested_read_and_priced(base_image, tmp_path):
     with FakeAPI(SCRIPT) as api:
         r, t, out = run(["py-primes", "--model", "anthropic/claude-haiku-4-5", "--repeats", "1"], tmp_path,
@@ -32,6 +33,7 @@ def test_anthropic_caching_is_requested_read_and_priced(base_image, tmp_path):
     print(f"\nanthropic: cost ${t.cost_usd:.4f} with caching, ${t.uncached_cost_usd:.4f} without")
 
 
+@pytest.mark.docker
 @pytest.mark.parametrize("model", ["openai/gpt-5-mini", "openai-responses/gpt-5-mini"])
 def test_openai_cached_tokens_are_read_and_priced(model, base_image, tmp_path):
     with FakeAPI(SCRIPT) as api:
@@ -44,6 +46,7 @@ def test_openai_cached_tokens_are_read_and_priced(model, base_image, tmp_path):
     print(f"\n{model}: cost ${t.cost_usd:.4f} with caching, ${t.uncached_cost_usd:.4f} without")
 
 
+@pytest.mark.docker
 def test_model_args_reach_the_api_and_run_json(base_image, tmp_path):
     """Thinking on: the fake server refuses, as the real one does, a history whose last
     assistant turn with tool calls lost its signed thinking block; so the trial only gets
@@ -64,6 +67,7 @@ def test_model_args_reach_the_api_and_run_json(base_image, tmp_path):
     assert config["model_args"] == {"thinking_budget": 2048, "top_k": 5} and config["context_window"] == 50000
 
 
+@pytest.mark.slow
 def test_the_fake_server_refuses_a_history_that_lost_its_thinking_blocks():
     """The check the test above relies on, through the real SDK: the API's own 400."""
     import anthropic

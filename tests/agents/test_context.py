@@ -12,6 +12,8 @@ from tests.agents.test_react import events
 from tests.agents.test_tool_calls import PROVIDERS, provider_run
 from tests.conftest import rdbench
 
+pytestmark = pytest.mark.docker  # every test here needs the Docker engine
+
 NINE_KB = ("bash", {"command": "head -c 9000 /dev/zero | tr '\\0' x"})
 
 

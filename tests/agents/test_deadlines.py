@@ -10,10 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.agents.fake_api import FakeAPI, Step
 from tests.agents.test_react import events
 from tests.agents.test_tool_calls import provider_run
 from tests.conftest import ROOT, _rdbench_containers
+
+pytestmark = pytest.mark.docker  # every test here needs the Docker engine
 
 
 def test_a_hung_model_call_ends_at_the_agents_wall_time(base_image, tmp_path):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from agents.gateway import PLACEHOLDER_KEY, Gateway, target
-from agents.react import Budget, Transcript
+from agents.budget import Budget, Transcript
 from agents.wire import parse_response, summary
 from results.registry import ModelSpec
 from tests.agents.fake_api import FakeAPI, Step, sse_events
@@ -60,20 +60,31 @@ def _anthropic_gateway(tmp_path: Path, sock: Path, turns: int = 5) -> Gateway:
 HI = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def _call(sock: Path, path: str, body: dict, method: str = "POST") -> tuple[int, bytes]:
+def _call(gw: Gateway, path: str, body: dict, method: str = "POST") -> tuple[int, bytes]:
     import http.client
-    import socket
 
     class Conn(http.client.HTTPConnection):
         def connect(self):
-            self.sock = socket.socket(socket.AF_UNIX)
-            self.sock.connect(str(sock))
+            self.sock = gw.connect()
 
     c = Conn("sandbox", timeout=30)
     c.request(method, path, body=json.dumps(body), headers={"authorization": f"Bearer {PLACEHOLDER_KEY}",
                                                              "content-type": "application/json"})
     r = c.getresponse()
     return r.status, r.read()
+
+
+def _exchange(gw: Gateway, raw: bytes) -> bytes:
+    """Send `raw` on a connection of the gateway's own sandbox; all it answers."""
+    s = gw.connect()
+    try:
+        s.sendall(raw)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        return got
+    finally:
+        s.close()
 
 
 def test_limits_refuse_calls_and_keys_are_swapped(tmp_path, monkeypatch):
@@ -83,14 +94,14 @@ def test_limits_refuse_calls_and_keys_are_swapped(tmp_path, monkeypatch):
     with FakeAPI([Step(text="one", usage=(100, 5)), Step(text="two", usage=(100, 5))]) as api:
         monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")
         with Gateway(ModelSpec("openai", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock, tmp_path / "raw") as gw:
-            ok = [_call(sock, "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+            ok = [_call(gw, "/v1/chat/completions", {"model": "m", "messages": [{"role": "user", "content": "hi"}]})
                   for _ in range(2)]
             # the second reply passes 150 input tokens: it is delivered, then the agent is stopped
             assert ok[0][0] == 200 and ok[1][0] == 200 and gw.stopped.is_set()
-            status, body = _call(sock, "/v1/chat/completions", {"model": "m", "messages": []})
+            status, body = _call(gw, "/v1/chat/completions", {"model": "m", "messages": []})
             assert status == 429 and b"token_limit" in body
-            assert _call(sock, "/v1/models", {}, method="GET")[0] == 403
-            assert _call(sock, "/v1/embeddings", {"model": "m"})[0] == 403
+            assert _call(gw, "/v1/models", {}, method="GET")[0] == 403
+            assert _call(gw, "/v1/embeddings", {"model": "m"})[0] == 403
     assert len(api.requests) == 2 and all(h["authorization"] == "Bearer sk-real-gateway-test" for h in api.headers)
     assert gw.stop.reason == "token_limit" and (budget.turns, budget.input_tokens) == (2, 200)
     events = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
@@ -106,33 +117,24 @@ def test_the_wall_time_runs_from_the_first_call(tmp_path, monkeypatch):
     with FakeAPI([Step(text="one")], repeat_last=True) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         with Gateway(ModelSpec("anthropic", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock) as gw:
-            assert _call(sock, "/v1/messages", HI)[0] == 200  # the first call always goes
+            assert _call(gw, "/v1/messages", HI)[0] == 200  # the first call always goes
             import time
 
             time.sleep(0.05)
-            assert _call(sock, "/v1/messages", HI)[0] == 429
+            assert _call(gw, "/v1/messages", HI)[0] == 429
     assert gw.stop.reason == "time_limit" and len(api.requests) == 1
 
 
 def test_a_chunked_request_body_is_forwarded_whole(tmp_path, monkeypatch):
-    import socket
-
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     sock = _sock()
     body = json.dumps({"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi " * 50}]}).encode()
     chunked = b"".join(b"%x\r\n%s\r\n" % (len(body[i:i + 40]), body[i:i + 40]) for i in range(0, len(body), 40))
     with FakeAPI([Step(text="one")]) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
-        with _anthropic_gateway(tmp_path, sock):
-            s = socket.socket(socket.AF_UNIX)
-            s.settimeout(30)
-            s.connect(str(sock))
-            s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
-                      + chunked + b"0\r\n\r\n")
-            got = b""
-            while chunk := s.recv(65536):
-                got += chunk
-            s.close()
+        with _anthropic_gateway(tmp_path, sock) as gw:
+            got = _exchange(gw, b"POST /v1/messages HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n"
+                            + chunked + b"0\r\n\r\n")
     assert got.startswith(b"HTTP/1.0 200") and b'"one"' in got
     assert api.requests[0][1] == json.loads(body)
 
@@ -154,7 +156,7 @@ def test_only_faults_the_sandbox_could_not_cause_are_the_providers(tmp_path, mon
                      Transcript(tmp_path / "t.jsonl"), sock) as gw:
             seen = []
             for _ in script:
-                status, _ = _call(sock, "/v1/chat/completions", body)
+                status, _ = _call(gw, "/v1/chat/completions", body)
                 seen.append((status, gw.upstream_error is not None))
     assert seen == [(401, True), (200, False), (400, False), (401, False), (503, True), (407, True), (200, False)]
 
@@ -243,10 +245,10 @@ def test_calls_go_through_the_hosts_proxy_unless_no_proxy_exempts_the_api(tmp_pa
         with FakeAPI([Step(text="one"), Step(text="two")]) as api:
             monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
             monkeypatch.setenv("HTTP_PROXY", f"http://u%40corp:p%3Aw@127.0.0.1:{proxy.port}")
-            with _anthropic_gateway(tmp_path, sock):
-                first = _call(sock, "/v1/messages", HI)
+            with _anthropic_gateway(tmp_path, sock) as gw:
+                first = _call(gw, "/v1/messages", HI)
                 monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-                second = _call(sock, "/v1/messages", HI)
+                second = _call(gw, "/v1/messages", HI)
     finally:
         proxy.close()
     assert first[0] == 200 and b'"one"' in first[1] and second[0] == 200 and b'"two"' in second[1]
@@ -277,7 +279,7 @@ def test_https_goes_through_a_connect_tunnel_of_the_hosts_proxy(tmp_path, monkey
             monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
             monkeypatch.setenv("HTTPS_PROXY", f"http://user:pw@127.0.0.1:{proxy.port}")
             with _anthropic_gateway(tmp_path, sock) as gw:
-                status, reply = _call(sock, "/v1/messages", HI)
+                status, reply = _call(gw, "/v1/messages", HI)
     finally:
         proxy.close()
     assert status == 200 and b"through the tunnel" in reply and gw.upstream_error is None
@@ -307,8 +309,6 @@ def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(
     """A request target http.client would not send (a control character in its query) is
     refused by the gateway: no provider fault, so the agent cannot make its own trial `infra`
     with it; the next call goes through."""
-    import socket
-
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-real-x")
     sock = _sock()
     with FakeAPI([Step(text="fine")]) as api:
@@ -316,16 +316,9 @@ def test_a_request_the_gateway_cannot_send_is_refused_and_is_the_sandboxs_fault(
         with _anthropic_gateway(tmp_path, sock) as gw:
             answers = []
             for bad in (b"/v1/messages?\x01", b"/v1/messages?\xc3\xa9"):
-                s = socket.socket(socket.AF_UNIX)
-                s.settimeout(30)
-                s.connect(str(sock))
-                s.sendall(b"POST " + bad + b" HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
-                got = b""
-                while chunk := s.recv(65536):
-                    got += chunk
-                s.close()
+                got = _exchange(gw, b"POST " + bad + b" HTTP/1.0\r\ncontent-length: 2\r\n\r\n{}")
                 answers.append(got.split(b"\r\n", 1)[0])
-            ok = _call(sock, "/v1/messages", HI)
+            ok = _call(gw, "/v1/messages", HI)
     assert answers == [b"HTTP/1.0 400 Bad Request"] * 2, answers
     assert gw.upstream_error is None and ok[0] == 200 and len(api.requests) == 1
 
@@ -341,8 +334,8 @@ def test_token_counts_are_bounded_though_they_are_no_turns(tmp_path, monkeypatch
     with FakeAPI([Step(text="ok")], repeat_last=True) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         with _anthropic_gateway(tmp_path, sock, turns=2) as gw:
-            counted = [_call(sock, "/v1/messages/count_tokens", body)[0] for _ in range(MAX_TOKEN_COUNTS + 1)]
-            turn = _call(sock, "/v1/messages", {**body, "max_tokens": 10})[0]
+            counted = [_call(gw, "/v1/messages/count_tokens", body)[0] for _ in range(MAX_TOKEN_COUNTS + 1)]
+            turn = _call(gw, "/v1/messages", {**body, "max_tokens": 10})[0]
     assert counted[:-1] == [200] * MAX_TOKEN_COUNTS and counted[-1] == 403
     assert turn == 200 and not gw.stopped.is_set()  # the turns are untouched
     assert len(api.requests) == MAX_TOKEN_COUNTS + 1

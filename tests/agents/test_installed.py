@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.gateway import PLACEHOLDER_KEY, Gateway
-from agents.react import Budget, Transcript
+from agents.gateway import PLACEHOLDER_KEY, Gateway, provider_tools
+from agents.budget import Budget, Transcript
 from results.registry import ModelSpec
 from tests.agents.fake_api import FakeAPI, Step
 from tests.conftest import TASKS, rdbench
@@ -51,14 +51,19 @@ PY
 true"""
 
 
-def _run(tmp_path, agent, model, steps, env, *extra):
-    with FakeAPI(steps) as api:
+def _run(tmp_path, agent, model, steps, env, *extra, repeat_last=False):
+    with FakeAPI(steps, repeat_last=repeat_last) as api:
         r = rdbench("run", "tasks/py-primes", "--agent", agent, "--model", model, "--repeats", "1",
                     "--out", str(tmp_path / "run"), "--db", str(tmp_path / "results.db"), *extra,
                     env={k: v.replace("{url}", api.url) for k, v in env.items()}, timeout=900)
     d = tmp_path / "run" / "trials" / f"py-primes__{agent}__0"
     trial = json.loads((d / "trial.json").read_text()) if (d / "trial.json").is_file() else {}
     assert trial, r.stdout + r.stderr
+    # the gateway's folder is removed after the copy-out (which would make Docker create it again)
+    cli = next(e for e in _events(d) if e["type"] == "cli")
+    assert not Path(cli["gateway"]).parent.exists(), cli["gateway"]
+    family = "anthropic" if agent == "claude-code" else "openai"
+    assert all(provider_tools(family, body) == [] for _, body in api.requests), "a provider-side tool was sent"
     return api, trial, d, r
 
 
@@ -166,10 +171,8 @@ class _Trickle(BaseHTTPRequestHandler):
         self.wfile.write("".join(f"data: {json.dumps(e)}\n\n" for e in rest).encode())
 
 
-def _post(sock_path: Path, raw: bytes) -> socket.socket:
-    s = socket.socket(socket.AF_UNIX)
-    s.settimeout(30)
-    s.connect(str(sock_path))
+def _post(gw: Gateway, raw: bytes) -> socket.socket:
+    s = gw.connect()
     s.sendall(raw)
     return s
 
@@ -186,7 +189,7 @@ def test_the_gateway_passes_events_through_as_they_come(tmp_path, monkeypatch):
     try:
         with Gateway(ModelSpec("anthropic", "m"), budget, Transcript(tmp_path / "t.jsonl"), sock) as gw:
             body = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).encode()
-            s = _post(sock, b"POST /v1/messages?beta=true HTTP/1.1\r\nhost: x\r\nx-api-key: " + PLACEHOLDER_KEY.encode()
+            s = _post(gw, b"POST /v1/messages?beta=true HTTP/1.1\r\nhost: x\r\nx-api-key: " + PLACEHOLDER_KEY.encode()
                       + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
             got = b""
             while b"message_start" not in got:  # arrives while the upstream still holds the rest back
@@ -198,7 +201,7 @@ def test_the_gateway_passes_events_through_as_they_come(tmp_path, monkeypatch):
             assert b"text_delta" in got
             s.close()
             assert seen[0]["x-api-key"] == "sk-real-trickle"
-            bad = _post(sock, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n").recv(200)
+            bad = _post(gw, b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n").recv(200)
             assert b" 403 " in bad.split(b"\r\n")[0]
         assert (budget.turns, budget.input_tokens, budget.output_tokens) == (1, 7, 3) and gw.calls == 1
         calls = [json.loads(x) for x in (tmp_path / "t.jsonl").read_text().splitlines()]
@@ -242,3 +245,60 @@ def test_the_gateways_folder_goes_when_the_sandbox_never_starts(tmp_path):
     assert r.returncode != 0 and trial["error_class"] == "infra" and "memory" in trial["error"], trial
     assert not api.requests
     assert set(glob.glob("/tmp/rdbench-gw-*")) <= before
+
+
+#: the agent floods the provider through the gateway (6 calls at once), then kills its own CLI
+FLOOD = r"""python3 - <<'PY'
+import http.client, json, os, signal, threading
+def call():
+    c = http.client.HTTPConnection("127.0.0.1", 47800, timeout=60)
+    c.request("POST", "/v1/messages", body=json.dumps({"model": "x", "max_tokens": 5, "messages": []}))
+    print(c.getresponse().status, flush=True)
+ts = [threading.Thread(target=call) for _ in range(6)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+mark = "dangerously-" + "skip-permissions"
+for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+    try:
+        if mark in open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace"):
+            os.kill(int(pid), signal.SIGKILL)
+    except OSError:
+        pass
+PY"""
+
+
+def test_a_429_the_agents_own_flood_caused_is_the_agents_outcome(tmp_path):
+    """The agent floods the provider into 429s through the gateway, then kills its CLI: the
+    trial ends as the agent's (not infra, not re-run), its submission verified; the harness
+    sees the CLI's exit through the exec server's own wait."""
+    steps = [Step(tool_calls=[("Bash", {"command": WRITE, "description": "write the sieve"})]),
+             Step(tool_calls=[("Bash", {"command": FLOOD, "description": "flood"})]),
+             Step(status=429, text="rate limited", delay=1.0)]
+    api, trial, d, r = _run(tmp_path, "claude-code", "anthropic/claude-sonnet-4-5", steps,
+                            {"ANTHROPIC_BASE_URL": "{url}", "ANTHROPIC_API_KEY": "sk-real-x"}, repeat_last=True)
+    assert trial["error_class"] != "infra" and trial["correct"] is True, (trial, r.stderr[-3000:])
+    assert trial["stop_reason"].startswith("cli_exit_"), trial["stop_reason"]
+    own = [e for e in _events(d) if e["type"] == "model_error" and e.get("own_traffic")]
+    assert len(own) >= 6, [e for e in _events(d) if e["type"] == "model_error"]
+
+
+def test_the_exec_server_sees_a_spawned_commands_exit_itself(docker_client, base_image):
+    from sandbox import SandboxConfig
+    from sandbox.docker import DockerSandbox
+
+    with DockerSandbox(SandboxConfig(image=base_image, role="agent"), docker_client) as sb:
+        quick = sb.spawn(["bash", "-c", "exit 7"])
+        slow = sb.spawn(["sleep", "300"])
+        import time
+
+        for _ in range(100):
+            if sb.poll(quick) is not None:
+                break
+            time.sleep(0.1)
+        assert sb.poll(quick) == 7 and sb.poll(slow) is None
+        assert sb.exec(["kill", "-9", str(slow)]).ok  # the agent killing the CLI: seen at once
+        for _ in range(100):
+            if sb.poll(slow) is not None:
+                break
+            time.sleep(0.1)
+        assert sb.poll(slow) == -9

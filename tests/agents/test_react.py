@@ -47,6 +47,7 @@ SPEEDUP_SCRIPT = [
 ]
 
 
+@pytest.mark.docker
 def test_anthropic_agent_speeds_up_the_example_end_to_end(base_image, tmp_path):
     with FakeAPI(SPEEDUP_SCRIPT) as api:
         r, t, out = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
@@ -63,6 +64,7 @@ def test_anthropic_agent_speeds_up_the_example_end_to_end(base_image, tmp_path):
     assert kinds.count("model_call") == 4 and kinds.count("tool_result") == 3 and kinds[-1] == "end"
 
 
+@pytest.mark.docker
 def test_openai_compatible_agent_end_to_end(base_image, tmp_path):
     with FakeAPI(SPEEDUP_SCRIPT) as api:
         r, t, out = run(["py-primes", "--model", "openai-compatible/qwen-test", "--base-url", api.url + "/v1"], tmp_path)
@@ -74,6 +76,7 @@ def test_openai_compatible_agent_end_to_end(base_image, tmp_path):
     assert t.cost_usd is None  # no price for this model: unknown, not zero
 
 
+@pytest.mark.docker
 def test_tool_errors_go_back_to_the_model(base_image, tmp_path):
     script = [Step(tool_calls=[("str_replace", {"path": "solve.py", "old_str": "count", "new_str": "x"}),
                                ("view", {"path": "missing.py"})]),
@@ -88,6 +91,7 @@ def test_tool_errors_go_back_to_the_model(base_image, tmp_path):
     assert t.correct and t.stop_reason == "submitted"
 
 
+@pytest.mark.docker
 def test_rate_limit_then_success(base_image, tmp_path):
     script = [Step(status=429, headers={"retry-after": "0"}), submit()]
     with FakeAPI(script) as api:
@@ -97,6 +101,7 @@ def test_rate_limit_then_success(base_image, tmp_path):
     assert len(api.requests) == 2 and t.stop_reason == "submitted" and t.error_class is None
 
 
+@pytest.mark.docker
 def test_server_error_storm_is_an_infrastructure_error(base_image, tmp_path):
     script = [Step(status=500, headers={"retry-after": "0"}, text="overloaded")]
     with FakeAPI(script, repeat_last=True) as api:
@@ -108,6 +113,7 @@ def test_server_error_storm_is_an_infrastructure_error(base_image, tmp_path):
     assert len(api.requests) == 3  # the first try and two retries
 
 
+@pytest.mark.docker
 def test_auth_error_is_an_infrastructure_error_with_a_hint(base_image, tmp_path):
     with FakeAPI([Step(status=401, text="invalid x-api-key")]) as api:
         r, t, _ = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
@@ -115,6 +121,7 @@ def test_auth_error_is_an_infrastructure_error_with_a_hint(base_image, tmp_path)
     assert t.error_class == "infra" and "check the API key" in t.error
 
 
+@pytest.mark.docker
 def test_turn_limit_stops_the_agent_and_the_submission_is_still_verified(base_image, tmp_path):
     task = task_with(tmp_path, "limited", "max_turns = 30", "max_turns = 2")
     solution = (task / "solution" / "program.py").read_text()
@@ -140,6 +147,7 @@ def test_bad_model_strings_are_one_clear_error(model, message, tmp_path):
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.docker
 def test_delegation_to_a_sub_agent(base_image, tmp_path):
     script = [Step(tool_calls=[("delegate", {"task": "Replace solve.py with a sieve-based version."})]),
               Step(tool_calls=[("create", {"path": "solve.py", "content": SIEVE})]),   # the sub-agent
@@ -161,6 +169,7 @@ def test_delegation_to_a_sub_agent(base_image, tmp_path):
     assert t.input_tokens == 400  # the sub-agent's tokens count in the trial's
 
 
+@pytest.mark.docker
 def test_cost_limit_from_the_price_table(base_image, tmp_path):
     task = task_with(tmp_path, "costly", "max_turns = 30", "max_turns = 30\nmax_cost_usd = 0.0003")
     script = [Step(tool_calls=[("bash", {"command": "true"})])] * 5  # 100 in + 20 out tokens a call
@@ -173,6 +182,7 @@ def test_cost_limit_from_the_price_table(base_image, tmp_path):
     assert t.correct is True  # the unchanged workspace is still verified
 
 
+@pytest.mark.docker
 def test_openai_responses_api_end_to_end(base_image, tmp_path):
     with FakeAPI(SPEEDUP_SCRIPT) as api:
         r, t, _ = run(["py-primes", "--model", "openai-responses/gpt-test"], tmp_path,
@@ -184,6 +194,7 @@ def test_openai_responses_api_end_to_end(base_image, tmp_path):
     assert last_input["type"] == "function_call_output" and '{"counts": [25]}' in last_input["output"]
 
 
+@pytest.mark.docker
 def test_replay_reruns_a_recorded_trial(base_image, tmp_path):
     with FakeAPI(SPEEDUP_SCRIPT) as api:
         r, t, out = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"ANTHROPIC_BASE_URL": api.url})
@@ -206,6 +217,7 @@ def test_cost_limit_with_unknown_price_is_refused_up_front(tmp_path):
     assert r.returncode == 2 and "no price for anthropic/claude-unknown" in r.stderr
 
 
+@pytest.mark.docker
 def test_unreachable_server_is_an_infrastructure_error(base_image, tmp_path):
     # conftest points ANTHROPIC_BASE_URL at a closed local port
     r, t, _ = run(["py-primes", "--model", "anthropic/claude-test"], tmp_path, env={"RDBENCH_MODEL_RETRIES": "1"})
@@ -213,6 +225,7 @@ def test_unreachable_server_is_an_infrastructure_error(base_image, tmp_path):
     assert t.error_class == "infra" and "APIConnectionError" in t.error
 
 
+@pytest.mark.docker
 def test_wall_time_limit_stops_the_agent(base_image, tmp_path):
     task = task_with(tmp_path, "slowagent", "timeout_s = 900", "timeout_s = 2")
     script = [Step(tool_calls=[("bash", {"command": "sleep 3"})])] * 3
@@ -223,6 +236,7 @@ def test_wall_time_limit_stops_the_agent(base_image, tmp_path):
     assert t.stop_reason == "time_limit" and len(api.requests) == 1 and t.correct
 
 
+@pytest.mark.docker
 @pytest.mark.skipif(os.environ.get("RDBENCH_LIVE_API") != "1", reason="live API tests need RDBENCH_LIVE_API=1 and a key")
 @pytest.mark.parametrize("model, key", [("anthropic/claude-haiku-4-5", "ANTHROPIC_API_KEY"),
                                         ("openai/gpt-5-mini", "OPENAI_API_KEY")])
@@ -234,6 +248,7 @@ def test_live_api(model, key, base_image, tmp_path):
     assert t.error_class is None and t.input_tokens > 0
 
 
+@pytest.mark.docker
 def test_cli_limit_override_and_no_delegation_when_depth_is_zero(base_image, tmp_path):
     task = task_with(tmp_path, "nodelegate", "max_turns = 30", "max_turns = 30\nmax_subagent_depth = 0")
     script = [Step(tool_calls=[("bash", {"command": "true"})])] * 3
@@ -246,6 +261,7 @@ def test_cli_limit_override_and_no_delegation_when_depth_is_zero(base_image, tmp
     assert json.loads((out / "run.json").read_text())["limits"] == {"max_turns": 1}
 
 
+@pytest.mark.docker
 def test_output_token_limit(base_image, tmp_path):
     task = task_with(tmp_path, "tokens", "max_turns = 30", "max_turns = 30\nmax_output_tokens = 50")
     script = [Step(tool_calls=[("bash", {"command": "true"})], usage=(10, 30))] * 5
@@ -256,6 +272,7 @@ def test_output_token_limit(base_image, tmp_path):
     assert t.stop_reason == "token_limit" and len(api.requests) == 2 and t.output_tokens == 60
 
 
+@pytest.mark.docker
 def test_sub_agent_that_spends_its_share_returns_to_the_parent(base_image, tmp_path):
     task = task_with(tmp_path, "share", "max_turns = 30", "max_turns = 5")
     script = [Step(tool_calls=[("delegate", {"task": "loop forever"})]),

@@ -9,6 +9,8 @@ import pytest
 from tests.agents.fake_api import FakeAPI, Raw, Step, submit
 from tests.agents.test_react import events, run
 
+pytestmark = pytest.mark.docker  # every test here needs the Docker engine
+
 PROVIDERS = {
     "anthropic": (["--model", "anthropic/claude-test"], "ANTHROPIC_BASE_URL", ""),
     "chat": (["--model", "openai/gpt-test"], "OPENAI_BASE_URL", "/v1"),

@@ -13,7 +13,9 @@ from tests.conftest import rdbench
 
 FORGER = Path(__file__).parent / "submissions" / "forger"
 #: the local backend keeps the kit's user separation only when the verifier runs as root
-SANDBOXES = ["docker", pytest.param("local", marks=pytest.mark.skipif(os.geteuid() != 0, reason="needs root"))]
+SANDBOXES = [pytest.param("docker", marks=pytest.mark.docker),
+             pytest.param("local", marks=pytest.mark.skipif(os.geteuid() != 0, reason="needs root"))]
+pytestmark = pytest.mark.slow
 
 
 def verify(submission: Path, sandbox: str = "docker"):

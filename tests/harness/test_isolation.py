@@ -13,7 +13,9 @@ import threading
 import time
 from pathlib import Path
 
-from agents.react import Budget
+import pytest
+
+from agents.budget import Budget
 from harness.verify import verify_folder
 from results.progress import RunProgress
 from results.records import TrialResult, load_run
@@ -39,6 +41,7 @@ def cores(cpuset: str) -> set[int]:
     return {int(c) for c in cpuset.split(",")}
 
 
+@pytest.mark.docker
 def test_two_runs_started_together_never_time_on_the_same_core(base_image, tmp_path):
     """Two `rdbench run` processes side by side on one machine (a shared lock folder, as two
     runs of one user have), each with two trials at once: no two timing phases of the four
@@ -57,6 +60,7 @@ def test_two_runs_started_together_never_time_on_the_same_core(base_image, tmp_p
             assert apart, f"{x.run_id}/{x.trial} and {y.run_id}/{y.trial} timed on one core at once"
 
 
+@pytest.mark.docker
 def test_a_busy_agent_is_frozen_while_another_run_verifies_on_its_cores(base_image, tmp_path):
     """Run A's agent spins its core with bash calls; run B, started meanwhile, verifies on that
     core: A's sandbox is frozen for B's timing, its calls still complete, and its trial ends
@@ -84,6 +88,7 @@ def test_a_busy_agent_is_frozen_while_another_run_verifies_on_its_cores(base_ima
     assert transcript.read_text().count("spun") >= 4  # every spin completed, none timed out
 
 
+@pytest.mark.docker
 def test_no_freeze_is_recorded(tmp_path):
     r = rdbench("run", "py-primes", "--agent", "nop", "--no-freeze", "--repeats", "1", "--out", str(tmp_path / "r"))
     assert r.returncode == 0, r.stderr
@@ -103,6 +108,7 @@ def test_frozen_time_is_not_the_agents_wall_time():
     budget.before_call()  # still within the limit
 
 
+@pytest.mark.docker
 def test_a_full_disk_is_the_agents_outcome(base_image, tmp_path):
     """A write past the task's disk limit fails inside the sandbox; the agent goes on, its
     workspace is copied out and verified, and the trial is not an infrastructure error."""
@@ -122,6 +128,7 @@ def test_a_full_disk_is_the_agents_outcome(base_image, tmp_path):
     assert "No space left on device" in tool_result
 
 
+@pytest.mark.docker
 def test_the_verifiers_output_is_live(base_image, primes_task, tmp_path):
     """Its stderr reaches logs/verifier.stderr as it is written ("baseline run 1/2"), and the
     progress display shows the verifying trial's latest line, before the verdict."""

@@ -119,6 +119,7 @@ def run_containers(docker_client, run_id: str) -> list:
     return docker_client.containers.list(all=True, filters={"label": f"rdbench.run={run_id}"}, ignore_removed=True)
 
 
+@pytest.mark.docker
 def test_trials_land_on_both_nodes_and_come_home_like_a_local_run(cluster, tmp_path):
     r = rdbench("run", "tasks/py-primes", "--agent", "oracle", "--trials", "4", "--repeats", "2", "--executor", "ray",
                 "--ray-address", cluster.address, "--out", str(tmp_path / "ray"))
@@ -145,15 +146,16 @@ def test_trials_land_on_both_nodes_and_come_home_like_a_local_run(cluster, tmp_p
     assert len(rows) == 4
 
 
+@pytest.mark.docker
 def test_a_trial_shows_as_started_when_its_node_starts_it(cluster, tmp_path):
     """All trials go to Ray at once, but a trial is shown as started only when a node starts
     it, after the one whose CPU it takes is done (2 nodes of 1 CPU: at most 2 at a time)."""
-    from harness.cli_support import images_or_fail, new_run
+    from harness.api import images, new_run
     from harness.ray_exec import RayExecutor
     from harness.run import execute
     from results.records import AgentSpec
 
-    run = new_run(["py-primes"], AgentSpec(name="oracle"), trials=3, concurrency=None, backend="docker", repeats=1,
+    run = new_run(["py-primes"], AgentSpec(name="oracle"), trials=3, concurrency=None, sandbox="docker", repeats=1,
                   out=tmp_path / "run", executor="ray", ray_address=cluster.address)
     running, most = set(), []
 
@@ -161,7 +163,7 @@ def test_a_trial_shows_as_started_when_its_node_starts_it(cluster, tmp_path):
         running.add(spec.trial_id)
         most.append(len(running))
 
-    got = execute(run, images=images_or_fail(run.tasks, "docker", build=False),
+    got = execute(run, images=images(run.tasks, "docker", build=False),
                   executor=RayExecutor(cluster.address, log=lambda m: None), on_start=started,
                   on_done=lambda spec, r: running.discard(spec.trial_id))
     assert len(got) == 3 and all(r.correct for r in got), got
@@ -190,6 +192,7 @@ def wait_for(cond, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.docker
 def test_node_lost_mid_run_gives_infra_trials_that_resume_finishes_elsewhere(cluster, docker_client, tmp_path):
     task, run_dir = slow_task(tmp_path, cpus=2), tmp_path / "run"
     cluster.start("victim", 4)  # the only node that holds a 2-CPU trial: both trials run there
@@ -230,6 +233,7 @@ def test_node_lost_mid_run_gives_infra_trials_that_resume_finishes_elsewhere(clu
     assert len(rows) == 2 and all(row.error_class is None for row in rows)
 
 
+@pytest.mark.docker
 def test_keys_reach_the_agent_loop_on_a_node_but_never_a_sandbox(cluster, tmp_path):
     secret = "sk-ray-secret-" + os.urandom(6).hex()
     script = [Step(tool_calls=[("bash", {"command": "env; cat /proc/1/environ | tr '\\0' '\\n'; echo ENV-DONE"})]),
@@ -250,6 +254,7 @@ def test_keys_reach_the_agent_loop_on_a_node_but_never_a_sandbox(cluster, tmp_pa
             assert secret not in p.read_text(errors="replace"), p
 
 
+@pytest.mark.docker
 def test_ctrl_c_cancels_cluster_trials_and_removes_their_containers(cluster, docker_client, tmp_path):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen([str(Path(sys.executable).with_name("rdbench")), "run", str(TASKS / "py-primes"),
@@ -266,6 +271,7 @@ def test_ctrl_c_cancels_cluster_trials_and_removes_their_containers(cluster, doc
     assert not trials(run_dir)  # an interrupted trial leaves no result
 
 
+@pytest.mark.docker
 def test_a_node_without_docker_is_refused_by_name(cluster, tmp_path):
     nodock = cluster.start("nodock", 1, env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     try:
@@ -278,6 +284,7 @@ def test_a_node_without_docker_is_refused_by_name(cluster, tmp_path):
     assert not list(tmp_path.glob("run/trials/*/trial.json"))  # refused before any trial started
 
 
+@pytest.mark.docker
 def test_nodes_without_an_installed_agents_image_are_refused_before_any_trial(cluster, tmp_path):
     task = scaffold("own-image", tmp_path / "tasks")  # a task image of its own: no agents image over it anywhere
     (task / "environment").mkdir()

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 
+import pytest
+
 from harness.scaffold import scaffold
 from results.records import TrialResult
 from tests.conftest import ROOT, TASKS, rdbench
@@ -29,6 +31,7 @@ def running_of(docker_client, pid: int) -> list:
     return docker_client.containers.list(filters={"label": ["rdbench=1", f"rdbench.pid={pid}"]}, ignore_removed=True)
 
 
+@pytest.mark.docker
 def test_oracle_beats_5x_and_nop_stays_at_1x(base_image, tmp_path):
     r = rdbench("run", str(TASKS / "py-primes"), "--agent", "oracle", "--out", str(tmp_path / "oracle"))
     assert r.returncode == 0, r.stderr
@@ -48,6 +51,7 @@ def test_oracle_beats_5x_and_nop_stays_at_1x(base_image, tmp_path):
     assert (tmp_path / "nop/trials/py-primes__nop__0/submission.patch").read_text() == ""
 
 
+@pytest.mark.docker
 def test_concurrent_trials_never_time_on_shared_cores(base_image, tmp_path):
     task = scaffold("quick", tmp_path / "tasks")
     r = rdbench("run", str(task), "--agent", "oracle", "--trials", "3", "--concurrency", "3",
@@ -64,6 +68,7 @@ def test_concurrent_trials_never_time_on_shared_cores(base_image, tmp_path):
                 assert not set(a.verify_cpuset.split(",")) & set(b.verify_cpuset.split(",")), (a, b)
 
 
+@pytest.mark.docker
 def test_resume_reruns_only_unfinished_trials(base_image, tmp_path):
     task = scaffold("quick", tmp_path / "tasks")
     run_dir = tmp_path / "run"
@@ -79,6 +84,7 @@ def test_resume_reruns_only_unfinished_trials(base_image, tmp_path):
     assert r.returncode == 0 and "0 trial(s) to run" in r.stderr
 
 
+@pytest.mark.docker
 def test_infra_error_is_never_a_score_and_fails_the_run(base_image, tmp_path):
     task = scaffold("broken", tmp_path / "tasks")
     (task / "verifier" / "verify.py").write_text("print('no verdict here')\nraise SystemExit(1)\n")
@@ -90,6 +96,7 @@ def test_infra_error_is_never_a_score_and_fails_the_run(base_image, tmp_path):
     assert "infra error" in r.stdout and "--resume" in r.stderr
 
 
+@pytest.mark.docker
 def test_agent_error_is_a_failed_score(base_image, tmp_path):
     task = scaffold("nosolution", tmp_path / "tasks")
     shutil.rmtree(task / "solution")
@@ -99,6 +106,7 @@ def test_agent_error_is_a_failed_score(base_image, tmp_path):
     assert t.error_class == "agent" and t.correct is False and "solution" in t.error
 
 
+@pytest.mark.docker
 def test_ctrl_c_removes_containers_and_resume_finishes(base_image, docker_client, tmp_path):
     run_dir = tmp_path / "run"
     exe = Path(sys.executable).with_name("rdbench")
@@ -138,6 +146,7 @@ def test_bad_cli_input_is_one_clear_error(tmp_path):
         assert "Traceback" not in out
 
 
+@pytest.mark.slow
 def test_local_backend_runs_a_trial_and_says_it_does_not_isolate(tmp_path):
     r = rdbench("run", "py-primes", "--agent", "oracle", "--sandbox", "local", "--out", str(tmp_path / "run"))
     assert r.returncode == 0, r.stderr
@@ -148,6 +157,7 @@ def test_local_backend_runs_a_trial_and_says_it_does_not_isolate(tmp_path):
     assert "no isolation" in r.stderr
 
 
+@pytest.mark.docker
 def test_repeats_override_reaches_the_verifier(base_image, tmp_path):
     task = scaffold("quick", tmp_path / "tasks")
     r = rdbench("run", str(task), "--agent", "oracle", "--repeats", "2", "--out", str(tmp_path / "run"))
@@ -156,6 +166,7 @@ def test_repeats_override_reaches_the_verifier(base_image, tmp_path):
     assert len(t.baseline_s) == len(t.candidate_s) == 2
 
 
+@pytest.mark.docker
 def test_killed_run_leaves_containers_that_clean_removes(base_image, docker_client, tmp_path):
     exe = Path(sys.executable).with_name("rdbench")
     proc = subprocess.Popen([str(exe), "run", str(TASKS / "py-primes"), "--agent", "nop", "--out", str(tmp_path / "run")],

@@ -79,6 +79,7 @@ def test_tasks_new_refuses_bad_names_and_existing_folders(tmp_path):
     assert r.returncode == 2 and "already exists" in r.stderr
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 def test_scaffold_validates_as_generated(base_image, tmp_path):
     """The whole check: schema, oracle reaches the reference, nop stays at 1x."""

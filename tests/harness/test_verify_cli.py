@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.conftest import TASKS, rdbench
+
+pytestmark = pytest.mark.docker  # every test here needs the Docker engine
 
 
 def verify(*extra: str) -> dict:

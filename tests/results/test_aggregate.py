@@ -10,6 +10,7 @@ from rich.console import Console
 
 from results.aggregate import aggregate, bootstrap, geomean, mean, order
 from results.registry import load_models
+from harness.task import task_scoring
 from results.store import Store
 from results.summary import groups_table
 from tests.results.synth import FAILED, INFRA, speedup, task_folder, write_run
@@ -19,7 +20,7 @@ def rows_of(tmp_path, runs):
     """Index synthetic runs [(task kind, agent, model, trials)] and return the rows."""
     tasks = {"speedup": task_folder(tmp_path / "tasks", "kern", "speedup", 3.0, 1.0),
              "score": task_folder(tmp_path / "tasks", "post", "score", 0.6, 0.2)}
-    store = Store(tmp_path / "i.db")
+    store = Store(tmp_path / "i.db", tasks=task_scoring)
     for i, (kind, agent, model, trials) in enumerate(runs):
         store.index_run(write_run(tmp_path / "runs", f"r{i}", tasks[kind], agent, model, trials))
     return store.rows()

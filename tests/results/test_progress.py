@@ -14,6 +14,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+import pytest
+
 from results.progress import RunProgress
 from results.records import TrialResult
 from tests.conftest import ROOT, TASKS
@@ -66,6 +68,7 @@ def test_renderer_counts_queued_running_done_elapsed_and_best():
     assert "4/4 done" in text
 
 
+@pytest.mark.docker
 def test_output_off_a_terminal_is_plain_lines_and_the_table(primes_runs):
     r = primes_runs.outputs["oracle"]
     assert not ESCAPE.search(r.stdout) and not ESCAPE.search(r.stderr), "escape codes or redraws off a terminal"
@@ -103,6 +106,7 @@ def run_on_a_terminal(args: list[str], timeout: float = 300) -> tuple[int, str]:
     return proc.wait(), b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.docker
 def test_live_progress_on_a_terminal(base_image, tmp_path):
     rc, out = run_on_a_terminal(["run", str(TASKS / "py-primes"), "--agent", "oracle", "--trials", "2",
                                  "--repeats", "2", "--out", str(tmp_path / "run")])

@@ -84,6 +84,7 @@ def react_run(base_image, tmp_path_factory):
     return root / "react"
 
 
+@pytest.mark.docker
 def test_report_of_an_llm_run_in_a_real_browser(react_run, tmp_path):
     out = tmp_path / "report.html"
     r = rdbench("report", str(react_run), "--out", str(out))
@@ -113,6 +114,7 @@ def test_report_of_an_llm_run_in_a_real_browser(react_run, tmp_path):
     assert png and base64.b64decode(png.group(1))[:4] == b"\x89PNG"
 
 
+@pytest.mark.docker
 def test_report_of_the_oracle_run_shows_its_numbers(primes_runs, tmp_path):
     out = tmp_path / "oracle.html"
     r = rdbench("report", str(primes_runs.oracle), "--out", str(out))

@@ -11,6 +11,7 @@ import sqlite3
 import pytest
 
 from results.records import TrialResult
+from harness.task import task_scoring
 from results.store import Store
 from tests.conftest import rdbench
 from tests.results.synth import FAILED, INFRA, speedup, task_folder, write_run
@@ -27,6 +28,7 @@ def results_json(*args) -> list[dict]:
     return json.loads(r.stdout)
 
 
+@pytest.mark.docker
 def test_runs_index_their_trials_and_results_shows_both_agents_with_cis(primes_runs):
     assert primes_runs.db.is_file() and count(primes_runs.db) == 4  # 2 agents x 2 trials, indexed by the runs
     assert f"indexed in {primes_runs.db}" in primes_runs.outputs["oracle"].stderr
@@ -45,6 +47,7 @@ def test_runs_index_their_trials_and_results_shows_both_agents_with_cis(primes_r
     print(table.stdout)
 
 
+@pytest.mark.docker
 def test_import_rebuilds_the_same_index_and_never_duplicates(primes_runs, tmp_path):
     db = tmp_path / "rebuilt.db"
     before = results_json("--db", str(primes_runs.db))
@@ -76,7 +79,7 @@ def test_default_index_is_beside_the_runs_or_from_rdbench_db(tmp_path):
 def test_a_resumed_trial_replaces_its_row(tmp_path):
     task = task_folder(tmp_path / "tasks", "synthetic", "speedup", 10.0, 1.0)
     run = write_run(tmp_path / "runs", "r1", task, "oracle", None, [INFRA, speedup(5.0)])
-    store = Store(tmp_path / "index.db")
+    store = Store(tmp_path / "index.db", tasks=task_scoring)
     store.index_run(run)
     assert [r.verdict for r in store.rows()] == ["infra error", "correct"]
     p = run / "trials" / "synthetic__oracle__0" / "trial.json"
@@ -93,7 +96,7 @@ def test_a_trial_being_written_and_a_foreign_folder_are_skipped(tmp_path):
     (run / "trials" / "synthetic__nop__2" / "trial.json").write_text('{"task": "synth')  # torn
     (tmp_path / "runs" / "junk").mkdir()
     (tmp_path / "runs" / "junk" / "run.json").write_text("not json")
-    report = Store(tmp_path / "i.db").import_runs(tmp_path / "runs")
+    report = Store(tmp_path / "i.db", tasks=task_scoring).import_runs(tmp_path / "runs")
     assert (report.runs, report.trials) == (1, 2) and "junk" in report.skipped[0]
 
 
@@ -101,7 +104,7 @@ def test_score_trials_are_normalised_with_the_tasks_base_and_reference(tmp_path)
     task = task_folder(tmp_path / "tasks", "post", "score", 0.5, 0.1)
     run = write_run(tmp_path / "runs", "r1", task, "react", "openai/gpt-5",
                     [{"correct": True, "metric": "accuracy", "value": 0.3}, {"correct": False, "metric": "accuracy"}])
-    store = Store(tmp_path / "i.db")
+    store = Store(tmp_path / "i.db", tasks=task_scoring)
     store.index_run(run)
     (a, b) = store.rows()
     assert (a.kind, b.kind, b.normalised) == ("score", "score", None) and a.normalised == pytest.approx(0.5)

@@ -8,6 +8,7 @@ import pytest
 
 from results.aggregate import aggregate
 from results.registry import load_models
+from harness.task import task_scoring
 from results.store import Store
 from results.trends import PUBLISHED, figure
 from tests.conftest import rdbench
@@ -28,7 +29,7 @@ def indexed(tmp_path):
     write_run(runs, "d", lm, "oracle", None, [speedup(18.0)])
     write_run(runs, "e", lm, "react", "openai-compatible/undated", [speedup(3.0)])
     write_run(runs, "f", post, "react", "anthropic/claude-opus-4-6", [{"correct": True, "metric": "acc", "value": 0.3}])
-    store = Store(runs / "results.db")
+    store = Store(runs / "results.db", tasks=task_scoring)
     store.import_runs(runs)
     return store
 
@@ -54,6 +55,7 @@ def test_speedup_panel_points_cis_and_published_line(indexed):
     assert any("undated" in n and "no release date" in n for n in notes)
 
 
+@pytest.mark.slow
 def test_cli_writes_png_and_svg_with_a_score_panel(indexed, tmp_path):
     png = tmp_path / "trends.png"
     r = rdbench("trends", "--out", str(png), "--db", str(indexed.path))

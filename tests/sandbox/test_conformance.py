@@ -11,7 +11,7 @@ import pytest
 from sandbox import Sandbox, SandboxConfig, SandboxFileNotFound, get_backend
 
 
-@pytest.fixture(params=["docker", "local"])
+@pytest.fixture(params=[pytest.param("docker", marks=pytest.mark.docker), "local", "fake"])
 def sb(request):
     if request.param == "docker":
         image = request.getfixturevalue("base_image")

@@ -11,6 +11,8 @@ import pytest
 from sandbox import SandboxConfig, SandboxError
 from sandbox.docker import DockerSandbox, remove_containers
 
+pytestmark = pytest.mark.docker  # every test here needs the Docker engine
+
 
 @pytest.fixture
 def box(base_image, docker_client):

@@ -59,6 +59,7 @@ def test_parse_cpuset():
     assert parse_cpuset("0-2,5") == {0, 1, 2, 5} and parse_cpuset(None) is None
 
 
+@pytest.mark.docker
 def test_an_agent_on_the_timed_cores_is_frozen_and_its_command_completes(agent, docker_client, tmp_path):
     """A command in flight when the sandbox is frozen finishes normally afterwards, and the
     time frozen does not count against its timeout (3 s of its own time + 4 s frozen > 5 s)."""
@@ -67,6 +68,7 @@ def test_an_agent_on_the_timed_cores_is_frozen_and_its_command_completes(agent, 
     assert not paused(docker_client, agent)
 
 
+@pytest.mark.docker
 def test_the_built_in_agent_is_credited_only_the_time_frozen_while_a_tool_ran(agent, tmp_path):
     """The built-in agent's wall time is extended by the time its sandbox was frozen while one
     of its tools ran there, not while its loop waited on the model (that call went on)."""
@@ -93,6 +95,7 @@ def test_the_built_in_agent_is_credited_only_the_time_frozen_while_a_tool_ran(ag
     assert 2.5 < credit() < agent.frozen_s() - 1.5
 
 
+@pytest.mark.docker
 def test_a_timing_phase_on_other_cores_leaves_the_agent_running(agent, docker_client, tmp_path):
     with DockerSandbox.quiet("1", tmp_path / "locks"):
         assert not paused(docker_client, agent)
@@ -100,6 +103,7 @@ def test_a_timing_phase_on_other_cores_leaves_the_agent_running(agent, docker_cl
     assert agent.frozen_s() == 0.0
 
 
+@pytest.mark.docker
 def test_two_overlapping_timing_phases_thaw_only_after_the_last(base_image, docker_client, tmp_path):
     """An agent on cores 0-1, timing phases on 0 and on 1: the first to end must not thaw it."""
     sb = DockerSandbox(SandboxConfig(image=base_image, cpuset="0-1", memory="256m", lock_dir=str(tmp_path)),
@@ -116,6 +120,7 @@ def test_two_overlapping_timing_phases_thaw_only_after_the_last(base_image, dock
         sb.close()
 
 
+@pytest.mark.docker
 def test_a_sandbox_started_during_a_timing_phase_starts_frozen(base_image, docker_client, tmp_path):
     with DockerSandbox.quiet("0", tmp_path):
         sb = DockerSandbox(SandboxConfig(image=base_image, cpuset="0", memory="256m", lock_dir=str(tmp_path)),
@@ -129,6 +134,7 @@ def test_a_sandbox_started_during_a_timing_phase_starts_frozen(base_image, docke
     assert FreezeBook(tmp_path, "docker").frozen_s(cid) == 0.0  # forgotten when the sandbox closed
 
 
+@pytest.mark.docker
 def test_a_dead_timing_phase_is_dropped_and_its_agents_thawed(agent, docker_client, tmp_path):
     """A process killed while timing (kill -9: no finally) leaves a record; the next change drops it."""
     import subprocess
@@ -148,6 +154,7 @@ def test_a_dead_timing_phase_is_dropped_and_its_agents_thawed(agent, docker_clie
     assert not paused(docker_client, agent)
 
 
+@pytest.mark.docker
 def test_the_disk_limit_holds(base_image, docker_client, tmp_path):
     """Writing past the limit fails inside with ENOSPC, wherever the agent can write; the
     host's disk grows by at most the limit; the workspace can still be copied out."""
@@ -172,6 +179,7 @@ def test_the_disk_limit_holds(base_image, docker_client, tmp_path):
     assert not image.exists() and not os.path.ismount(image.parent / "mnt")
 
 
+@pytest.mark.docker
 def test_a_local_agent_is_stopped_while_a_verifier_times(tmp_path):
     """The local backend: the agent's processes are stopped (SIGSTOP) and continued after; a
     command in flight completes, its timeout not counting the time stopped."""
@@ -204,6 +212,7 @@ os._exit(130)
 """
 
 
+@pytest.mark.docker
 def test_ctrl_c_thaws_what_the_process_froze_and_unmounts_its_disks(base_image, docker_client, tmp_path):
     cache = tmp_path / "cache"
     agent = DockerSandbox(SandboxConfig(image=base_image, cpuset="0", memory="256m", lock_dir=str(cache / "locks")),

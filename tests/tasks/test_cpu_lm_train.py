@@ -33,6 +33,7 @@ def overlay(tmp_path: Path, *folders: Path) -> Path:
     return sub
 
 
+@pytest.mark.docker
 def test_verifier_forward_pass_matches_the_baseline(base_image, docker_client):
     """The verifier's own forward pass computes exactly the baseline model's loss."""
     script = r'''
@@ -65,6 +66,7 @@ assert abs(ours - theirs) < 1e-9, (ours, theirs)
         assert r.ok, r.stdout + r.stderr
 
 
+@pytest.mark.docker
 def test_pretrained_weights_fail(base_image, docker_client, tmp_path):
     """Weights trained in advance (here: by the reference solution, on the public language)
     are worthless on the verifier's secret language."""
@@ -115,6 +117,7 @@ if found:
 '''
 
 
+@pytest.mark.docker
 def test_program_cannot_find_the_hidden_data_or_seed(base_image, tmp_path):
     """The snooper searches the file system and other processes for the seed, the result
     token and the verifier's files; had it found any, it would exit non-zero and fail.
@@ -130,6 +133,7 @@ def test_program_cannot_find_the_hidden_data_or_seed(base_image, tmp_path):
     assert v["details"]["isolated"] is True
 
 
+@pytest.mark.docker
 def test_shortened_training_fails(base_image, tmp_path):
     sub = overlay(tmp_path, TASK / "solution")
     train = sub / "train.py"
@@ -143,6 +147,7 @@ def test_shortened_training_fails(base_image, tmp_path):
     assert "misses the target" in v["details"]["failure"]
 
 
+@pytest.mark.docker
 def test_training_in_a_background_process_fails(base_image, tmp_path):
     """The program writes untrained weights and exits; a daemon it left behind trains and
     overwrites them later. Time and weights are taken at exit, and the daemon is killed."""
@@ -215,6 +220,7 @@ for place in PLACES:
 '''
 
 
+@pytest.mark.docker
 @pytest.mark.extended  # ~8 minutes; the same escape on py-primes: test_escapes.py::test_answers_cached_between_runs_do_not_survive
 def test_weights_cached_between_runs_do_not_survive(base_image, tmp_path):
     """Trains once with the original program and caches the weights; with runs kept apart

@@ -164,6 +164,7 @@ def imported(base_image, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 def test_import_makes_valid_tasks(imported):
     names = sorted(p.name for p in imported.iterdir())
@@ -202,6 +203,7 @@ def submission(tmp_path: Path, task: Path, code: str) -> Path:
     return sub
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.parametrize("task,code", [("kb-l1-001-softmax", SOFTMAX), ("kb-l2-001-linear-relu-sum", FUSED)],
                          ids=["softmax", "fused linear-relu-sum"])
@@ -219,6 +221,7 @@ def test_triton_model_new_passes_on_the_cpu(imported, tmp_path, task, code):
         assert (task == "kb-l1-001-softmax") == (d["sizes"] != "the problem's own")  # 3000 columns: scaled
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.parametrize("exploit", list(EXPLOITS))
 def test_exploit_fails(imported, tmp_path, exploit):
@@ -271,6 +274,7 @@ def test_fast_p_over_a_suite_counts_never_attempted_problems(tmp_path):
     """Four problems; model A ran three of them (one twice), model B one. fast_p's denominator
     is always the four problems; a correct verdict without a measured speedup (the unchanged
     starting point) is never fast; infrastructure errors are not trials."""
+    from harness.task import task_scoring
     from results.records import TrialResult
     from results.store import Store
 
@@ -287,7 +291,7 @@ def test_fast_p_over_a_suite_counts_never_attempted_problems(tmp_path):
                            metric="speedup", value=value, error_class="infra" if infra else None,
                            details=details or ({"unavailable": "x"} if correct and value is None else {}))
 
-    store = Store(tmp_path / "results.db")
+    store = Store(tmp_path / "results.db", tasks=task_scoring)
     store.add_many([
         (trial("kb-l1-000-p", "openai/a", 0, True, 2.0), None),
         (trial("kb-l1-000-p", "openai/a", 1, True, 0.8), None),    # the problem is fast in half its trials at p=1

@@ -24,7 +24,7 @@ from tests.conftest import TASKS, rdbench
 from tests.tasks.kernel_cheats import (CHEATS, DECOYS, ESCAPE_CALL, ESCAPE_HOST, ESCAPES, KERNEL_TASKS, NOT_TRITONS,
                                        PRECISION, PRELUDE, SIDE_STREAM, forger, no_triton, submission)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 needs_gpu = pytest.mark.skipif(not detect_gpus(), reason="no NVIDIA GPU on this machine")
 
 

@@ -21,7 +21,7 @@ from tests.conftest import TASKS, rdbench
 
 TASK = TASKS / "posttrain-mini"
 BASE = TASK / "workspace" / "weights.npz"
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def verify(submission: Path) -> tuple[int, dict]:
