@@ -148,27 +148,46 @@ class Verifier:
     @staticmethod
     def role_cache(kit, uid):
         """One role's compile caches for this verification: (gate, folder). The gate is a fresh
-        root-owned folder, closed (0700) but while a process of its role runs (0711); the folder
-        in it belongs to the role's user. The candidate and the witness share a uid, so the
-        gates keep them apart: while one runs, the other's gate is shut, and every process of
-        the uid is killed after each run. So what a candidate's process wrote is never loaded
-        by the witness or the reference, and the reference's user cannot reach the others'."""
-        gate = tempfile.mkdtemp(prefix="caches-", dir=kit._kit_dir())  # root-only folder: 0711, not listable
+        root-owned folder (0700) in the kit's root-only folder; the folder in it belongs to the
+        role's user. While a process of the role runs, the folder is moved into that run's own
+        private folder (the one place bubblewrap lets a run write besides its working folder),
+        then moved back behind the gate once every process of the uid is dead (kit.run kills
+        them). The candidate and the witness share a uid: the gate is what keeps what the
+        candidate's process wrote from the witness, and the reference's user from both."""
+        gate = tempfile.mkdtemp(prefix="caches-", dir=kit._kit_dir())
         folder = os.path.join(gate, "c")
+        Verifier.new_cache(folder, uid)
+        return gate, folder
+
+    @staticmethod
+    def new_cache(folder, uid):
         os.mkdir(folder, 0o700)
         for sub in ("triton", "inductor", "cuda", "xdg"):
             os.mkdir(os.path.join(folder, sub), 0o700)
         subprocess.run(["chown", "-R", "%d:%d" % (uid, uid), "--", folder], check=False,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        return gate, folder
 
-    def cache_env(self, role):
+    @staticmethod
+    def cache_env(folder, role):
         """The environment that points every compile cache of a process at its role's folder."""
-        folder = self.caches[role][1]
         return {"TRITON_HOME": folder, "TRITON_CACHE_DIR": os.path.join(folder, "triton"),
                 "TORCHINDUCTOR_CACHE_DIR": os.path.join(folder, "inductor"),
                 "CUDA_CACHE_PATH": os.path.join(folder, "cuda"), "XDG_CACHE_HOME": os.path.join(folder, "xdg"),
                 "RDBENCH_ROLE": role}
+
+    def put_back(self, role, live, uid):
+        """The role's cache folder, lent to a run at `live`, back behind its gate: only if it is
+        still a real folder of the role's user (a run may have swapped it for a link); else a
+        fresh, empty one."""
+        folder = self.caches[role][1]
+        try:
+            st = os.lstat(live)
+            if stat.S_ISDIR(st.st_mode) and (st.st_uid == uid or not self.kit.isolated()):
+                os.rename(live, folder)
+                return
+        except OSError:
+            pass
+        self.new_cache(folder, uid)
 
     def seeded(self, cases):
         return [dict(c, seed=self.rng.getrandbits(40)) for c in cases]
@@ -194,19 +213,19 @@ class Verifier:
         with open(job_path, "w") as f:
             json.dump(job, f)
         self.kit.give(job_path, uid)
-        env = dict(self.cache_env(role), HOME=home, PYTHONDONTWRITEBYTECODE="1")
+        live = os.path.join(parent, "caches")  # the role's compile caches, lent to this run
+        os.rename(self.caches[role][1], live)
+        env = dict(self.cache_env(live, role), HOME=home, PYTHONDONTWRITEBYTECODE="1")
         if not self.gpu:
             env["TRITON_INTERPRET"] = "1"
         if "CUDA_DEVICE_ORDER" in os.environ:
             env["CUDA_DEVICE_ORDER"] = os.environ["CUDA_DEVICE_ORDER"]
         cmd = [sys.executable, "-s", os.path.join(self.public, "kernel_runner.py")] + (["--witness"] if witness else [])
-        gate = self.caches[role][0]
         self.processes[role] += 1
-        os.chmod(gate, 0o711)
         try:
             r = self.kit.run(cmd + [job_path], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)
         finally:  # every process of the uid is gone now (kit.run kills them)
-            os.chmod(gate, 0o700)
+            self.put_back(role, live, uid)
         self.kit._remove(work)  # rm -rf: a run may leave folder chains too deep for a Python walk
         if not r.ok:
             return False, r.describe(), None, parent

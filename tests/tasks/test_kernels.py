@@ -283,8 +283,8 @@ def test_each_role_keeps_its_own_compile_caches(base_image, docker_client, tmp_p
     """The compile caches (Triton, Inductor, CUDA) of one verification: every process of a role
     (candidate runner, witness, reference) gets its role's folder and finds there what the role's
     earlier processes wrote; no process ever gets another role's, and the candidate, told the
-    other roles' paths, can write into none of them (the witness shares its uid: its gate is shut
-    while the candidate runs)."""
+    other roles' paths, can write into none of them (the witness shares its uid: its folder is
+    behind a root-only gate while the candidate runs)."""
     seen = drive_kit(base_image, docker_client, submission(tmp_path, "triton-softmax", append=CACHE_PROBE), CACHES,
                      "CACHES")
     assert {role: s["launched"] for role, s in seen.items()} == {"candidate": 2, "witness": 4, "reference": 3}
@@ -292,8 +292,9 @@ def test_each_role_keeps_its_own_compile_caches(base_image, docker_client, tmp_p
         assert s["gate_mode"] == "0o700", s  # shut between runs
         # every process of the role wrote its line into the role's folder, and saw only its role's folders
         assert [p["role"] for p in s["processes"]] == [role] * s["launched"], s["processes"]
-        for p in s["processes"]:
-            assert all(v.startswith(s["folder"] + "/") or v == s["folder"] for v in p["caches"].values()), p
+        for p in s["processes"]:  # the folder, lent to the run inside its own private folder
+            home = p["caches"]["TRITON_HOME"]
+            assert home.endswith("/caches") and all(v.startswith(home) for v in p["caches"].values()), p
         assert len({p["pid"] for p in s["processes"]}) == s["launched"]
     assert seen["candidate"]["owner"] == seen["witness"]["owner"] == 1000 and seen["reference"]["owner"] == 1001
     folders = {s["folder"] for s in seen.values()} | {s["gate"] for s in seen.values()}
@@ -303,7 +304,7 @@ def test_each_role_keeps_its_own_compile_caches(base_image, docker_client, tmp_p
     assert sorted(cand) == ["triton/cand-0.json", "triton/cand-1.json"], cand
     assert cand["triton/cand-0.json"]["before"] == [] and cand["triton/cand-1.json"]["before"] == ["cand-0.json"]
     for probe in cand.values():
-        assert probe["env"]["TRITON_CACHE_DIR"] == seen["candidate"]["folder"] + "/triton", probe
+        assert probe["env"]["TRITON_CACHE_DIR"] == probe["env"]["TRITON_HOME"] + "/triton", probe
         assert probe["writes"] and all(w == "PermissionError" for w in probe["writes"].values()), probe["writes"]
     # and nothing of the candidate's reached another role's folder
     for role in ("witness", "reference"):
