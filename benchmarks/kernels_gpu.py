@@ -19,10 +19,11 @@ checkout on PYTHONPATH, so no console script is needed.
                                       [--kernelbench DIR/KernelBench/level1] [--budget 480]
     python3 benchmarks/kernels_gpu.py --cpu-rehearsal      # no GPU: a small run in the interpreter
 
-Rehearsed on a CPU machine (2026-12-07): `--cpu-rehearsal --import-sandbox docker`, with a
-python3 that has CPU torch and Triton, bubblewrap off PATH (until the local backend binds the
-kit's folders for it) and RDBENCH_BENCH_TMP outside /tmp: 10 verifications in 67 s, each
-oracle, starting point and KernelBench problem correct, each cheat incorrect for its reason.
+Rehearsed on a CPU machine (2026-12-07): `--cpu-rehearsal` with PATH's python3 a system
+Python the run uids can execute, CPU torch and Triton on PYTHONPATH, RDBENCH_BENCH_TMP
+outside /tmp, bubblewrap on: 10 verifications in 82 s, the oracle, the starting point and
+both KernelBench problems (imported with --sandbox local) correct, each cheat incorrect for
+its reason.
 
 `--sandbox local` (the default) needs no Docker (run it as root: the local backend's run
 users); `--sandbox docker` needs the NVIDIA container toolkit and a CUDA image. Every
