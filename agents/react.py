@@ -15,7 +15,7 @@ from typing import Callable
 
 from sandbox import Sandbox, SandboxError
 
-from . import AgentContext, AgentResult, ContextOverflow, Model, ModelError, ModelTimeout, Reply
+from . import AgentContext, AgentResult, BaseAgent, ContextOverflow, Model, ModelError, ModelTimeout, Reply
 from .budget import Budget, SandboxLost, StopAgent, TimeLimit, Transcript
 from .context import ContextManager, max_output_tokens
 from .llm import make_model
@@ -66,10 +66,11 @@ class SubAgentPolicy:
     share: float = 0.5      # of the remaining budget, for each sub-agent
 
 
-class ReactAgent:
+class ReactAgent(BaseAgent):
     """The default agent whenever a model is given."""
 
     name = "react"
+    wires = None  # any model an adapter of agents/llm.py speaks
 
     def __init__(self, max_retries: int | None = None, policy: SubAgentPolicy | None = None,
                  models: Callable[..., Model] = make_model):

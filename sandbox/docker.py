@@ -21,8 +21,8 @@ import docker
 import docker.errors
 import requests
 
-from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge, pid_alive
-from . import disk
+from . import AGENT_UID, LABEL, SandboxBase, SandboxConfig, SandboxError, SandboxFileNotFound, SandboxTooLarge
+from . import disk, pid_alive
 from ._client import BOOT_ARGV, ServerClient
 from .disk import MOUNTS, Disk, DiskUnavailable
 from .freeze import FreezeBook
@@ -179,9 +179,11 @@ def _retry(call, *args) -> None:
             time.sleep(0.2)
 
 
-class DockerSandbox:
+class DockerSandbox(SandboxBase):
     """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
 
+    isolates = freezes = needs_images = gpus = True  # leftovers: containers of dead runs (own: this process's)
+    remove_leftovers = classmethod(lambda cls, own=False: remove_containers(client_from_env(), own=own))
     def __init__(self, config: SandboxConfig, client: docker.DockerClient | None = None):
         self.config = config
         self.client = client or client_from_env()
