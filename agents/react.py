@@ -84,8 +84,7 @@ class ReactAgent(BaseAgent):
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         spec = ctx.agent.model_spec  # parsed once per run, where the run was built
         limits = ctx.task.agent
-        frozen_s = getattr(sandbox, "frozen_s", None)
-        self._frozen = FrozenInTools(frozen_s) if frozen_s is not None else None
+        self._frozen = FrozenInTools(sandbox.frozen_s) if sandbox.freezes else None  # declared by its backend
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
                         limits.timeout_s, spec.prices(), frozen=self._frozen)
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0

@@ -55,8 +55,8 @@ from .trial import TrialSpec, now, run_trial
 
 #: what travels from the driver's environment to the nodes (model keys only when the
 #: run's agent calls a model); never into a sandbox
-KEY_VARS = providers.key_vars()  # every provider record's
-CONFIG_VARS = providers.base_url_vars() + ("RDBENCH_BASE_URL", "RDBENCH_MODEL_RETRIES", "RDBENCH_SESSION")
+#: (the keys and server addresses: every provider record's, results/providers.py)
+CONFIG_VARS = ("RDBENCH_BASE_URL", "RDBENCH_MODEL_RETRIES", "RDBENCH_SESSION")
 #: seconds a cancelled trial gets to remove its own sandboxes before it is killed
 CANCEL_GRACE_S = 20.0
 
@@ -80,7 +80,7 @@ def untar_folder(data: bytes, dest: Path) -> None:
 
 
 def forwarded_env(agent_calls_model: bool) -> dict[str, str]:
-    names = CONFIG_VARS + (KEY_VARS if agent_calls_model else ())
+    names = providers.base_url_vars() + CONFIG_VARS + (providers.key_vars() if agent_calls_model else ())
     return {k: os.environ[k] for k in names if os.environ.get(k)}
 
 
