@@ -88,6 +88,8 @@ class BaseAgent:
     wires: tuple[str, ...] | None = ()
     #: it runs programs of its own image (a CLI): only a backend that prepares images can host it
     needs_images = False
+    #: the version of what it runs, recorded with the run (an installed agent's CLI)
+    version: str | None = None
 
     def accepts(self, model_spec) -> str | None:
         """Why this agent cannot use `model_spec` (a results.registry.ModelSpec or None), or None."""

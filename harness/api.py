@@ -163,10 +163,10 @@ def agent_spec(agent: str | None = None, model: str | None = None, *, base_url: 
         raise ApiError(str(e)) from None
     if agent not in AGENTS:
         raise ApiError(f"unknown agent {agent!r}; choose one of {', '.join(sorted(AGENTS))}")
-    declared = agent_class(agent)  # what it calls and needs, as its class declares
+    declared = agent_class(agent)()  # what it calls and needs, as its class declares
     if declared.wires != ():  # it calls a model: one it speaks, whose key the host holds
         form = "PROVIDER" if declared.wires is None else "|".join(p for w in declared.wires for p in of_wire(w)[:1])
-        if model_spec is None or declared().accepts(model_spec):
+        if model_spec is None or declared.accepts(model_spec):
             raise ApiError(f"the {agent} agent needs --model {form}/NAME")
         if missing := model_spec.missing_key():
             where = "it stays on the host: the sandbox gets a placeholder" if declared.needs_images else \
@@ -174,10 +174,7 @@ def agent_spec(agent: str | None = None, model: str | None = None, *, base_url: 
             raise ApiError(f"{model}: no API key: set {missing} ({where})")
     if agent == "replay" and (replay is None or not replay.is_file()):
         raise ApiError(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
-    if declared.needs_images:  # its CLI comes from the agents image, pinned
-        from sandbox.images import AGENT_CLIS
-
-        spec.version = AGENT_CLIS[agent][1]
+    spec.version = declared.version  # an installed agent's CLI, pinned
     return spec
 
 
