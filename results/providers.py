@@ -29,6 +29,8 @@ class Provider:
     #: credential variables, any one of which serves (the first is the one to ask for);
     #: `key_required` False: the server may take none and the SDK gets `placeholder_key`
     key_vars: tuple[str, ...] = ()
+    #: the header each of `key_vars` is sent in ("authorization": as a bearer token)
+    key_headers: tuple[str, ...] = ()
     key_required: bool = True
     placeholder_key: str | None = None
     #: the variable that points its SDK elsewhere, and the real API's address
@@ -56,14 +58,21 @@ class Provider:
         """The first key set, else the placeholder (None: let the SDK complain)."""
         return next((os.environ[v] for v in self.key_vars if os.environ.get(v)), None) or self.placeholder_key
 
+    def auth(self) -> dict[str, str]:
+        """The header that carries the first key set (the gateway's, to the real API); {} if none."""
+        for var, header in zip(self.key_vars, self.key_headers or ("authorization",) * len(self.key_vars)):
+            if key := os.environ.get(var):
+                return {header: f"Bearer {key}" if header == "authorization" else key}
+        return {}
+
     def base_url(self) -> str:
         """The API's address from the environment, else the real one."""
         return (os.environ.get(self.base_url_var) if self.base_url_var else None) or self.default_base_url or ""
 
 
 _A = dict(wire="anthropic", usage="anthropic", adapter="AnthropicModel", sdk="anthropic",
-          key_vars=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"), base_url_var="ANTHROPIC_BASE_URL",
-          default_base_url="https://api.anthropic.com")
+          key_vars=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"), key_headers=("x-api-key", "authorization"),
+          base_url_var="ANTHROPIC_BASE_URL", default_base_url="https://api.anthropic.com")
 _O = dict(wire="openai", sdk="openai", key_vars=("OPENAI_API_KEY",), base_url_var="OPENAI_BASE_URL",
           default_base_url="https://api.openai.com/v1")
 

@@ -65,6 +65,13 @@ def test_every_provider_record_is_used(monkeypatch):
             monkeypatch.setenv(var, "x")
             assert forwarded_env(True)[var] == "x"
             assert var not in forwarded_env(False) or var == p.base_url_var
+        assert p.base_url() == "x" if p.base_url_var else True
+        for var in p.key_vars:
+            monkeypatch.delenv(var)
+        assert p.auth() == {}
+        for var in reversed(p.key_vars):  # the gateway's header to the real API: the first key set
+            monkeypatch.setenv(var, f"key-{var}")
+            assert f"key-{var}" in "".join(p.auth().values()), (p.name, var)
         for var in p.key_vars:
             monkeypatch.delenv(var)
         assert spec.missing_key() == (p.key_vars[0] if p.key_required else None)
