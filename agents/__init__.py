@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from sandbox import Sandbox
 
 if TYPE_CHECKING:
+    from sandbox import SandboxConfig
     from results.records import AgentSpec
 
 
@@ -67,8 +68,8 @@ class AgentContext:
 
 
 class Agent(Protocol):
-    """Optional hooks, looked up by the harness: `prepare_sandbox(config) -> config` adjusts the
-    agent sandbox before it starts; `release()` frees what that made, once the trial has ended."""
+    """What the harness calls. Agents subclass BaseAgent, which declares the hooks and what
+    they accept, so that the harness asks instead of looking attributes up."""
 
     name: str
 
@@ -76,6 +77,35 @@ class Agent(Protocol):
         """Work on ctx.task in `sandbox`. Raises AgentError for the agent's own failures;
         sandbox.SandboxError passes through as an infrastructure error."""
         ...
+
+
+class BaseAgent:
+    """An agent's declarations and hooks, with the defaults of an agent that needs nothing."""
+
+    name = ""
+    #: the wire families (results/providers.py `wire`) of the models it can call; None: any
+    #: model the built-in adapters speak; () : it calls no model
+    wires: tuple[str, ...] | None = ()
+    #: it runs programs of its own image (a CLI): only a backend that prepares images can host it
+    needs_images = False
+    #: the version of what it runs, recorded with the run (an installed agent's CLI)
+    version: str | None = None
+
+    def accepts(self, model_spec) -> str | None:
+        """Why this agent cannot use `model_spec` (a results.registry.ModelSpec or None), or None."""
+        if self.wires is None or model_spec is None or model_spec.record.wire in self.wires:
+            return None
+        return f"the {self.name} agent calls only models of the {'/'.join(self.wires)} wire family"
+
+    def prepare_sandbox(self, config: "SandboxConfig") -> "SandboxConfig":
+        """The agent sandbox's config, adjusted before it starts (default: as it is)."""
+        return config
+
+    def release(self) -> None:
+        """Free what prepare_sandbox made, once the trial has ended, however (default: nothing)."""
+
+    def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
+        raise NotImplementedError
 
 
 @dataclass
@@ -157,8 +187,13 @@ AGENTS = {
 }
 
 
-def get_agent(name: str) -> Agent:
+def agent_class(name: str) -> type[BaseAgent]:
+    """The class of agent `name`: its declarations, read without making one."""
     if name not in AGENTS:
         raise ValueError(f"unknown agent {name!r}; choose one of {sorted(AGENTS)}")
     module, attr = AGENTS[name]
-    return getattr(importlib.import_module(module), attr)()
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_agent(name: str) -> BaseAgent:
+    return agent_class(name)()

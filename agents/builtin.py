@@ -9,10 +9,10 @@ from pathlib import Path
 
 from sandbox import AGENT_UID, Sandbox, SandboxError
 
-from . import AgentContext, AgentError, AgentResult
+from . import AgentContext, AgentError, AgentResult, BaseAgent
 
 
-class OracleAgent:
+class OracleAgent(BaseAgent):
     """Overlays the task's solution/ onto /workspace."""
 
     name = "oracle"
@@ -26,7 +26,7 @@ class OracleAgent:
         return AgentResult(stop_reason="submitted" if time.monotonic() < deadline else "time_limit")
 
 
-class NopAgent:
+class NopAgent(BaseAgent):
     """Submits the workspace unchanged."""
 
     name = "nop"
@@ -35,7 +35,7 @@ class NopAgent:
         return AgentResult(stop_reason="submitted")
 
 
-class ReplayAgent:
+class ReplayAgent(BaseAgent):
     """Re-runs, in order, every tool call a recorded transcript executed (sub-agents' included)."""
 
     name = "replay"

@@ -1,18 +1,21 @@
-"""Model providers on the official SDKs: Anthropic Messages (`anthropic/`), OpenAI Chat
-Completions (`openai/`), the OpenAI Responses API (`openai-responses/`, for models served only
-there), and any OpenAI-compatible server (vLLM, SGLang, Ollama, llama.cpp) by base URL.
+"""Model providers on the official SDKs, one adapter per wire format: the Messages API
+(`AnthropicModel`), Chat Completions (`OpenAIChatModel`, also for OpenAI-compatible servers:
+vLLM, SGLang, Ollama, llama.cpp, by base URL) and the Responses API (`OpenAIResponsesModel`).
+Which provider uses which adapter, SDK, key and usage format is the provider registry's record
+(results/providers.py), reached through the ModelSpec: nothing here names a provider.
 
 A provider keeps its own wire-format conversation; the agent loop only sees `Reply`s and
 hands back tool results. Retries (408, 409, 429, 5xx, timeouts, connection errors; retry-after
 honoured) happen here, within the deadline the caller gives, so that no request outlives the
 agent's wall time; what is left after them is a ModelError (an infrastructure error, never an
 agent's score). A request longer than the context window is a ContextOverflow: the agent
-compacts and asks again. Anthropic requests carry prompt-cache breakpoints; settings
+compacts and asks again. Messages API requests carry prompt-cache breakpoints; settings
 (`--model-arg`, models.toml `args`) become each provider's own parameters.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import random
@@ -48,7 +51,7 @@ def _sdk_error(e: Exception, spec: ModelSpec) -> ModelError:
 
 
 def _overflow(e: Exception) -> ContextOverflow | None:
-    """The provider's context-overflow error (Anthropic, OpenAI and OpenAI-compatible servers)."""
+    """The provider's context-overflow error (as the hosted APIs and OpenAI-compatible servers word it)."""
     body = getattr(e, "body", None)
     code = body.get("code") if isinstance(body, dict) else None
     if getattr(e, "status_code", None) not in (400, 413) or not (code == "context_length_exceeded"
@@ -189,11 +192,10 @@ class AnthropicModel(_Conversation):
     mapped = ("thinking_budget",)
 
     def __init__(self, spec: ModelSpec, **kwargs):
-        import anthropic
-
         super().__init__(spec, **kwargs)
-        self.sdk, self.sdk_error = anthropic, anthropic.AnthropicError
-        self.client = anthropic.Anthropic(base_url=spec.base_url, max_retries=0)
+        self.sdk = sdk = importlib.import_module(spec.record.sdk)  # the record's SDK, imported here only
+        self.sdk_error = sdk.AnthropicError
+        self.client = sdk.Anthropic(base_url=spec.base_url, max_retries=0)
 
     def start(self, system: str, user: str) -> None:
         self.system, self.instruction = system, user
@@ -240,7 +242,7 @@ class AnthropicModel(_Conversation):
         if keep:
             self.messages.append({"role": "assistant", "content": raw["content"]})
         text = "".join(b["text"] for b in raw["content"] if b["type"] == "text")
-        return Reply(text, calls, latency_s=latency, raw=raw, **usage_tokens("anthropic", raw.get("usage")))
+        return Reply(text, calls, latency_s=latency, raw=raw, **usage_tokens(self.spec.record.usage, raw.get("usage")))
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:
         self.messages.append({"role": "user", "content": [
@@ -265,18 +267,14 @@ def _with_breakpoints(messages: list[dict], n: int = 2) -> list[dict]:
 
 
 class OpenAIChatModel(_Conversation):
-    """Chat Completions with function tools (OpenAI, and OpenAI-compatible servers). OpenAI
-    caches prompts by itself; its `cached_tokens` are read from the usage."""
+    """Chat Completions with function tools (hosted, and OpenAI-compatible servers). The hosted
+    API caches prompts by itself; its `cached_tokens` are read from the usage."""
 
     def __init__(self, spec: ModelSpec, **kwargs):
-        import os
-
-        import openai
-
         super().__init__(spec, **kwargs)
-        self.sdk, self.sdk_error = openai, openai.OpenAIError
-        key = os.environ.get("OPENAI_API_KEY") or ("EMPTY" if spec.provider == "openai-compatible" else None)
-        self.client = openai.OpenAI(api_key=key, base_url=spec.base_url, max_retries=0)
+        self.sdk = sdk = importlib.import_module(spec.record.sdk)  # the record's SDK, imported here only
+        self.sdk_error = sdk.OpenAIError
+        self.client = sdk.OpenAI(api_key=spec.record.api_key(), base_url=spec.base_url, max_retries=0)
 
     def start(self, system: str, user: str) -> None:
         self.instruction = user
@@ -314,7 +312,7 @@ class OpenAIChatModel(_Conversation):
         calls = [ToolCall(c["id"], c["function"]["name"], _parse_args(c["function"].get("arguments")))
                  for c in msg.get("tool_calls") or []]
         return Reply(msg.get("content") or "", calls, latency_s=latency, raw=raw,
-                     **usage_tokens("chat", raw.get("usage")))
+                     **usage_tokens(self.spec.record.usage, raw.get("usage")))
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:
         for cid, out, err in results:
@@ -364,7 +362,7 @@ class OpenAIResponsesModel(OpenAIChatModel):
                 text += "".join(c.get("text", "") for c in item.get("content", []) if c.get("type") == "output_text")
             elif item.get("type") == "function_call":
                 calls.append(ToolCall(item["call_id"], item["name"], _parse_args(item.get("arguments"))))
-        return Reply(text, calls, latency_s=latency, raw=raw, **usage_tokens("responses", raw.get("usage")))
+        return Reply(text, calls, latency_s=latency, raw=raw, **usage_tokens(self.spec.record.usage, raw.get("usage")))
 
     def add_results(self, results: list[tuple[str, str, bool]]) -> None:
         for cid, out, err in results:
@@ -375,5 +373,8 @@ class OpenAIResponsesModel(OpenAIChatModel):
 def make_model(spec: ModelSpec, **kwargs) -> Model:
     """A fresh conversation with the model (sub-agents each get their own). kwargs: settings
     (the --model-arg dict), max_retries, max_tokens."""
-    cls = {"anthropic": AnthropicModel, "openai-responses": OpenAIResponsesModel}.get(spec.provider, OpenAIChatModel)
-    return cls(spec, **kwargs)
+    return ADAPTERS[spec.record.adapter](spec, **kwargs)
+
+
+#: the adapters a provider record's `adapter` names
+ADAPTERS = {cls.__name__: cls for cls in (AnthropicModel, OpenAIChatModel, OpenAIResponsesModel)}

@@ -15,7 +15,7 @@ from typing import Callable
 
 from sandbox import Sandbox, SandboxError
 
-from . import AgentContext, AgentResult, ContextOverflow, Model, ModelError, ModelTimeout, Reply
+from . import AgentContext, AgentResult, BaseAgent, ContextOverflow, Model, ModelError, ModelTimeout, Reply
 from .budget import Budget, SandboxLost, StopAgent, TimeLimit, Transcript
 from .context import ContextManager, max_output_tokens
 from .llm import make_model
@@ -66,10 +66,11 @@ class SubAgentPolicy:
     share: float = 0.5      # of the remaining budget, for each sub-agent
 
 
-class ReactAgent:
+class ReactAgent(BaseAgent):
     """The default agent whenever a model is given."""
 
     name = "react"
+    wires = None  # any model an adapter of agents/llm.py speaks
 
     def __init__(self, max_retries: int | None = None, policy: SubAgentPolicy | None = None,
                  models: Callable[..., Model] = make_model):
@@ -83,8 +84,7 @@ class ReactAgent:
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         spec = ctx.agent.model_spec  # parsed once per run, where the run was built
         limits = ctx.task.agent
-        frozen_s = getattr(sandbox, "frozen_s", None)
-        self._frozen = FrozenInTools(frozen_s) if frozen_s is not None else None
+        self._frozen = FrozenInTools(sandbox.frozen_s) if sandbox.freezes else None  # declared by its backend
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
                         limits.timeout_s, spec.prices(), frozen=self._frozen)
         self._spec, self._sandbox, self._spawned = spec, sandbox, 0

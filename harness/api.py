@@ -72,7 +72,7 @@ def images(tasks: list["TaskSpec"], sandbox: str, build: bool = True,
     """The image of each task, built if missing (base image offline, then task Dockerfiles);
     with `build` False only the tags (a cluster's nodes hold the images: hashes of their inputs).
     Raises sandbox.SandboxError when one cannot be built."""
-    if sandbox != "docker":
+    if not backend(sandbox).needs_images:
         return {t.name: "local" for t in tasks}
     from sandbox.images import base_image_tag, build_base_image, build_dockerfile_image, dockerfile_image_tag
 
@@ -106,13 +106,15 @@ def gpu_preflight(client, tasks: list["TaskSpec"], images: dict[str, str]) -> No
 
 def agents_images(agent: str, images: dict[str, str], sandbox: str) -> None:
     """An installed agent's image over each task's image exists (else: how to build it)."""
-    from sandbox import SandboxError
-    from sandbox.images import AGENT_CLIS, agents_image
+    from agents import agent_class
+    from sandbox import BACKENDS, SandboxError
+    from sandbox.images import agents_image
 
-    if agent not in AGENT_CLIS:
+    if not agent_class(agent).needs_images:
         return
-    if sandbox != "docker":
-        raise ApiError(f"the {agent} agent runs its CLI from an image: use --sandbox docker")
+    if not backend(sandbox).needs_images:
+        hosts = [name for name in BACKENDS if backend(name).needs_images]
+        raise ApiError(f"the {agent} agent runs its CLI from an image: use --sandbox {' or '.join(hosts)}")
     from sandbox.docker import client_from_env
 
     try:
@@ -146,7 +148,8 @@ def agent_spec(agent: str | None = None, model: str | None = None, *, base_url: 
     """The run's AgentSpec, checked once: a model string that parses, an agent that exists and
     has what it needs (a model and its API key; a transcript to replay). The default agent:
     react with a model, replay with a transcript, else oracle."""
-    from agents import AGENTS
+    from agents import AGENTS, agent_class
+    from results.providers import of_wire
     from results.records import AgentSpec
 
     replay = Path(replay) if replay else None
@@ -158,23 +161,20 @@ def agent_spec(agent: str | None = None, model: str | None = None, *, base_url: 
         model_spec = spec.model_spec
     except ValueError as e:
         raise ApiError(str(e)) from None
-    if agent == "react" and model_spec is None:
-        raise ApiError("the react agent needs --model PROVIDER/NAME")
-    if agent == "react" and (missing := model_spec.missing_key()):
-        raise ApiError(f"{model}: no API key: set {missing} (keys stay on the host; none enters the sandbox)")
-    if agent == "replay" and (replay is None or not replay.is_file()):
-        raise ApiError(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
-    if agent in ("claude-code", "codex"):  # installed agents: a CLI in the sandbox, its model through a gateway
-        from sandbox.images import AGENT_CLIS
-
-        wants = "anthropic" if agent == "claude-code" else "openai"
-        if model_spec is None or not model_spec.provider.startswith(wants):
-            raise ApiError(f"the {agent} agent needs --model {wants}/NAME")
-        if missing := model_spec.missing_key():
-            raise ApiError(f"{model}: no API key: set {missing} (it stays on the host: the sandbox gets a placeholder)")
-        spec.version = AGENT_CLIS[agent][1]
     if agent not in AGENTS:
         raise ApiError(f"unknown agent {agent!r}; choose one of {', '.join(sorted(AGENTS))}")
+    declared = agent_class(agent)()  # what it calls and needs, as its class declares
+    if declared.wires != ():  # it calls a model: one it speaks, whose key the host holds
+        form = "PROVIDER" if declared.wires is None else "|".join(p for w in declared.wires for p in of_wire(w)[:1])
+        if model_spec is None or declared.accepts(model_spec):
+            raise ApiError(f"the {agent} agent needs --model {form}/NAME")
+        if missing := model_spec.missing_key():
+            where = "it stays on the host: the sandbox gets a placeholder" if declared.needs_images else \
+                "keys stay on the host; none enters the sandbox"
+            raise ApiError(f"{model}: no API key: set {missing} ({where})")
+    if agent == "replay" and (replay is None or not replay.is_file()):
+        raise ApiError(f"the replay agent needs --replay PATH/transcript.jsonl (got {replay})")
+    spec.version = declared.version  # an installed agent's CLI, pinned
     return spec
 
 

@@ -9,6 +9,8 @@ from typing import Optional
 
 import typer
 
+from results.providers import model_help, self_hosted
+
 from .cli_images import images_app
 from .cli_support import TASKS_ROOT, console, err, fail
 
@@ -37,9 +39,9 @@ def run(
     agent: Optional[str] = typer.Option(None, help="oracle | nop | replay | react | claude-code | codex (default: "
                                         "oracle; react when "
                                         "--model is given; replay when --replay is)"),
-    model: Optional[str] = typer.Option(None, help="anthropic/<model>, openai/<model>, openai-responses/<model>, "
-                                        "openai-compatible/<model>"),
-    base_url: Optional[str] = typer.Option(None, help="the model server, e.g. http://127.0.0.1:8000/v1 (openai-compatible)"),
+    model: Optional[str] = typer.Option(None, help=model_help()),
+    base_url: Optional[str] = typer.Option(None, help="the model server, e.g. http://127.0.0.1:8000/v1 "
+                                           f"({', '.join(self_hosted())})"),
     replay: Optional[Path] = typer.Option(None, help="a trial's transcript.jsonl: re-run its tool calls (agent replay)"),
     max_turns: Optional[int] = typer.Option(None, min=1, help="override the tasks' agent turn limit"),
     max_cost_usd: Optional[float] = typer.Option(None, min=0.0, help="override the tasks' agent cost limit"),
@@ -75,7 +77,7 @@ def run(
                         concurrency=concurrency, sandbox=sandbox, repeats=repeats, out=out, executor=executor,
                         ray_address=ray_address, freeze=freeze, resume=resume, db=db, log=dim, warn=warn)
     cfg, pending, run_dir = plan.run.config, plan.pending, plan.run.run_dir
-    with containers(cfg.backend if plan.local else "cluster", resume_hint=f"resume with: rdbench run --resume {run_dir}"):
+    with containers(cfg.backend if plan.local else None, resume_hint=f"resume with: rdbench run --resume {run_dir}"):
         err.print(f"run [bold]{cfg.run_id}[/] -> {run_dir}: {len(pending)} trial(s) to run, agent "
                   f"{cfg.agent.name}{', model ' + cfg.agent.model if cfg.agent.model else ''}, "
                   + (f"concurrency {cfg.concurrency}" if plan.local else f"on the Ray cluster {cfg.ray_address or ''}"))

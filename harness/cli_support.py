@@ -91,28 +91,6 @@ def executor_or_fail(name: str, address: str | None):
         return get_executor(name, address, log=dim)
 
 
-def remove_own_containers() -> list[str]:
-    """Remove the containers this process started (labelled with its pid by the Docker backend)."""
-    from sandbox.docker import remove_containers
-
-    return remove_containers(docker_client(), own=True)
-
-
-def remove_leftovers() -> list[str]:
-    """Remove what crashed runs left on this machine. Best effort: a container that another
-    process removes while the list is read (its teardown) is no error."""
-    import docker.errors
-
-    from sandbox.docker import remove_containers
-
-    for _ in range(3):
-        try:
-            return remove_containers(docker_client())
-        except docker.errors.NotFound:
-            continue
-    return []
-
-
 def _exit_now_if_stuck(code: int) -> None:
     """Exit at once when a worker thread is still busy (a trial waiting on a model's answer
     would otherwise keep the process alive, and then call the model again): the containers
@@ -129,22 +107,24 @@ def _sigterm(signum, frame):
 
 
 @contextmanager
-def containers(backend: str, resume_hint: str | None = None):
-    """Around every command that starts sandboxes. Docker: first removes what crashed runs
-    left on this machine. SIGTERM, and Ctrl-C even where the shell started us with SIGINT
-    ignored (a background job), interrupt the command; then the containers it started are
-    removed and it exits 130."""
-    if backend == "docker":
-        leftovers = remove_leftovers()
-        if leftovers:
-            err.print(f"removed {len(leftovers)} container(s) left by dead runs")
+def containers(backend: str | None, resume_hint: str | None = None):
+    """Around every command that starts sandboxes on this machine with `backend` (None: they
+    run elsewhere, on a cluster): first removes what crashed runs left here, where the backend
+    leaves anything. SIGTERM, and Ctrl-C even where the shell started us with SIGINT ignored (a
+    background job), interrupt the command; then the sandboxes it started are removed and it
+    exits 130."""
+    from sandbox import get_backend
+
+    sandboxes = get_backend(backend) if backend else None
+    if sandboxes is not None and (leftovers := sandboxes.remove_leftovers()):
+        err.print(f"removed {len(leftovers)} container(s) left by dead runs")
     old_term = signal.signal(signal.SIGTERM, _sigterm)
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     except KeyboardInterrupt:
-        if backend == "docker":
-            err.print(f"interrupted: removed {len(remove_own_containers())} container(s)")
+        if sandboxes is not None and (removed := sandboxes.remove_leftovers(own=True)):
+            err.print(f"interrupted: removed {len(removed)} container(s)")
         if resume_hint:
             err.print(resume_hint)
         _exit_now_if_stuck(130)

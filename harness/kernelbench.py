@@ -263,10 +263,12 @@ def import_kernelbench(paths: list[Path], out: Path, *, backend: str | None = "d
 # ---- the CLI's halves: `rdbench tasks import kernelbench` and `rdbench results --suite` ----
 
 def cli_import(paths: list[Path], out: Path, sandbox: str, probe: bool) -> None:
-    from sandbox import SandboxError
+    from sandbox import BACKENDS, SandboxError, get_backend
 
     from .cli_support import console, docker_client, err, fail
 
+    if sandbox not in BACKENDS:
+        fail(f"unknown sandbox backend {sandbox!r}; choose one of {', '.join(BACKENDS)}", 2)
     if probe and sandbox == "local":  # the probe runs `python3` on PATH here: it must import torch
         from .preflight import PreflightError, check_python
 
@@ -276,7 +278,7 @@ def cli_import(paths: list[Path], out: Path, sandbox: str, probe: bool) -> None:
             fail(f"--sandbox local: {e}", 2)
     try:
         image = "local"
-        if probe and sandbox == "docker":
+        if probe and get_backend(sandbox).needs_images:
             from sandbox.images import build_base_image
 
             image = build_base_image(docker_client(), log=lambda m: err.print(f"[dim]{m}[/]"))

@@ -43,8 +43,11 @@ from ray.exceptions import RayError, RayTaskError
 from ray.util.queue import Queue
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from agents import agent_class
+from results import providers
 from results.records import TrialResult, write_json_atomic
-from sandbox.images import AGENT_CLIS, agents_image_tag
+from sandbox import get_backend
+from sandbox.images import agents_image_tag
 
 from .cores import CorePool
 from .executors import ExecutorError
@@ -52,8 +55,8 @@ from .trial import TrialSpec, now, run_trial
 
 #: what travels from the driver's environment to the nodes (model keys only when the
 #: run's agent calls a model); never into a sandbox
-KEY_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY")
-CONFIG_VARS = ("ANTHROPIC_BASE_URL", "OPENAI_BASE_URL", "RDBENCH_BASE_URL", "RDBENCH_MODEL_RETRIES", "RDBENCH_SESSION")
+#: (the keys and server addresses: every provider record's, results/providers.py)
+CONFIG_VARS = ("RDBENCH_BASE_URL", "RDBENCH_MODEL_RETRIES", "RDBENCH_SESSION")
 #: seconds a cancelled trial gets to remove its own sandboxes before it is killed
 CANCEL_GRACE_S = 20.0
 
@@ -77,7 +80,7 @@ def untar_folder(data: bytes, dest: Path) -> None:
 
 
 def forwarded_env(agent_calls_model: bool) -> dict[str, str]:
-    names = CONFIG_VARS + (KEY_VARS if agent_calls_model else ())
+    names = providers.base_url_vars() + CONFIG_VARS + (providers.key_vars() if agent_calls_model else ())
     return {k: os.environ[k] for k in names if os.environ.get(k)}
 
 
@@ -87,7 +90,7 @@ def this_node() -> dict[str, str]:
 
 def _node_problem(images: list[str], backend: str) -> str | None:
     """Why this node cannot run the trials (None: it can)."""
-    if backend != "docker":
+    if not get_backend(backend).needs_images:
         return None
     from sandbox import SandboxError
     from sandbox.docker import client_from_env
@@ -111,10 +114,8 @@ def probe_node(images: list[str], backend: str) -> tuple[dict[str, str], str | N
     """On one node: who it is, and why it cannot run trials (None: it can). Also removes
     containers that dead runs left on its Docker engine, as a local run does first."""
     problem = _node_problem(images, backend)
-    if problem is None and backend == "docker":
-        from sandbox.docker import client_from_env, remove_containers
-
-        remove_containers(client_from_env())
+    if problem is None:
+        get_backend(backend).remove_leftovers()
     return this_node(), problem
 
 
@@ -228,7 +229,7 @@ class RayExecutor:
                 raise ExecutorError(f"{spec.task.name}: no node of the cluster has {r.cpus} CPU(s) and {r.gpus} "
                                     "GPU(s) for one trial")
         needed = {images[s.task.name] for s in todo}
-        if config.backend == "docker" and config.agent.name in AGENT_CLIS:  # an installed agent: its CLIs' images
+        if get_backend(config.backend).needs_images and agent_class(config.agent.name).needs_images:  # its CLIs
             needed |= {agents_image_tag(tag) for tag in needed}
         needed = sorted(needed)
         answers = self.on_each_node(probe_node, needed, config.backend)

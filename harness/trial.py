@@ -124,7 +124,7 @@ def take_submission(sb, dst: Path, lost: bool, limit: int = MAX_SUBMISSION) -> N
 
 def frozen_s(sb) -> float:
     """Seconds the sandbox has spent frozen so far (0 for a backend that never freezes)."""
-    return round(sb.frozen_s(), 3) if hasattr(sb, "frozen_s") else 0.0
+    return round(sb.frozen_s(), 3)  # declared by every backend (sandbox.Sandbox)
 
 
 class _Phases(dict):
@@ -173,8 +173,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
         agent = get_agent(spec.agent.name)
         with phases("agent_sandbox"):
             # an agent may adjust its sandbox (installed agents: their CLIs' image, the gateway's socket)
-            adjust = getattr(agent, "prepare_sandbox", lambda config: config)
-            sb = open_sandbox(adjust(SandboxConfig(
+            sb = open_sandbox(agent.prepare_sandbox(SandboxConfig(
                 image=image, cpuset=cores.spread(task.resources.cpus, spec.index), memory=task.resources.memory,
                 pids=task.resources.pids, role="agent", labels=labels,
                 gpus=cores.gpus.spread(task.resources.gpus, spec.index), disk=task.resources.disk,
@@ -225,7 +224,8 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
     finally:
         for sb in list(sandboxes):
             close(sb)
-        getattr(agent, "release", lambda: None)()  # what prepare_sandbox made, also when the sandbox never started
+        if agent is not None:
+            agent.release()  # what prepare_sandbox made, also when the sandbox never started
     if result.error_class == "infra":
         result.correct, result.value = None, None
     result.phases = dict(phases)

@@ -48,8 +48,8 @@ def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict
 def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
     """While a verifier times on `cpuset`: the backend's agent sandboxes on those cores, of
     every rdbench process sharing `cores`' lock folder, frozen (if `freeze` and the backend
-    can: `backend.quiet`)."""
-    if not freeze or not hasattr(backend, "quiet"):
+    declares it can: `backend.freezes`, then `backend.quiet`)."""
+    if not freeze or not backend.freezes:  # declared by the backend (sandbox.Sandbox)
         return nullcontext()
     return backend.quiet(cpuset, cores.lock_dir)
 

@@ -5,6 +5,7 @@ No SDK is imported here: tables, plots and price checks need none."""
 
 from __future__ import annotations
 
+import functools
 import os
 import tomllib
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-PROVIDERS = ("anthropic", "openai", "openai-responses", "openai-compatible")
+from .providers import PROVIDERS, Provider, find
+
 #: the model registry (display names, release dates, prices); RDBENCH_MODELS points elsewhere
 MODELS_TOML = Path(__file__).resolve().parent.parent / "models.toml"
 #: the context window assumed for a model models.toml does not know (tokens): small enough for
@@ -33,23 +35,24 @@ class ModelSpec:
     @classmethod
     def parse(cls, s: str, base_url: str | None = None) -> "ModelSpec":
         """Raises ValueError saying how to write it."""
-        provider, sep, name = s.partition("/")
-        if not sep or not name or provider not in PROVIDERS:
+        given, sep, name = s.partition("/")
+        record = find(given)
+        if not sep or not name or record is None:
             raise ValueError(f"model {s!r}: write PROVIDER/NAME with PROVIDER one of {', '.join(PROVIDERS)}")
-        if provider == "openai-compatible":
+        if record.needs_base_url:
             base_url = base_url or os.environ.get("RDBENCH_BASE_URL")
             if not base_url:
                 raise ValueError(f"model {s!r} needs a server: --base-url http://HOST:PORT/v1 (or RDBENCH_BASE_URL)")
-        return cls(provider, name, base_url)
+        return cls(record.name, name, base_url)
+
+    @property
+    def record(self) -> Provider:
+        """The provider registry's record of this model's provider (results/providers.py)."""
+        return PROVIDERS[self.provider]
 
     def missing_key(self) -> str | None:
         """The environment variable this provider's SDK needs and does not have, if any."""
-        if self.provider == "anthropic":
-            ok = os.environ.get("ANTHROPIC_API_KEY") or os.environ.get("ANTHROPIC_AUTH_TOKEN")
-            return None if ok else "ANTHROPIC_API_KEY"
-        if self.provider in ("openai", "openai-responses"):
-            return None if os.environ.get("OPENAI_API_KEY") else "OPENAI_API_KEY"
-        return None  # an OpenAI-compatible server may take no key
+        return self.record.missing_key()
 
     def info(self) -> "ModelInfo | None":
         """This model's models.toml entry, if it has one."""
@@ -62,14 +65,14 @@ class ModelSpec:
 
     def prices(self) -> "Prices | None":
         """All four prices (cache reads and writes included), or None when models.toml has none.
-        A cache price missing from the entry is charged as an uncached input token (Anthropic's
-        cache writes at 1.25 times that, as its price list says): never less than the truth."""
-        info = self.info()
+        A cache price missing from the entry is the input price times the provider record's
+        factor (1 unless its price list says otherwise): never less than the truth."""
+        info, record = self.info(), self.record
         if info is None or info.input_usd_per_mtok is None or info.output_usd_per_mtok is None:
             return None
-        write = info.input_usd_per_mtok * (1.25 if self.provider == "anthropic" else 1.0)
+        read, write = (info.input_usd_per_mtok * f for f in (record.cache_read_factor, record.cache_write_factor))
         return Prices(info.input_usd_per_mtok, info.output_usd_per_mtok,
-                      info.input_usd_per_mtok if info.cache_read_usd_per_mtok is None else info.cache_read_usd_per_mtok,
+                      read if info.cache_read_usd_per_mtok is None else info.cache_read_usd_per_mtok,
                       write if info.cache_write_usd_per_mtok is None else info.cache_write_usd_per_mtok)
 
     def context_window(self) -> int:
@@ -104,7 +107,7 @@ class ModelInfo(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    provider: str = Field(description="anthropic | openai | openai-compatible | ...")
+    provider: str = Field(description="a provider of results/providers.py")
     model: str = Field(description="the provider's model name, as in --model PROVIDER/MODEL")
     name: str | None = Field(None, description="display name for tables and plots")
     released: date | None = Field(None, description="release date: the x axis of the trend plots")
@@ -113,7 +116,7 @@ class ModelInfo(BaseModel):
     cache_read_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million prompt tokens read "
                                                   "from the provider's cache (default: the input price)")
     cache_write_usd_per_mtok: float | None = Field(None, ge=0, description="dollars per million prompt tokens "
-                                                   "written to the cache (default: input price; Anthropic 1.25x)")
+                                                   "written to the cache (default: input price x the provider's factor)")
     context_window: int | None = Field(None, ge=1000, description="tokens the model reads at most (prompt + output)")
     args: dict[str, Any] = Field({}, description="default --model-arg settings: thinking_budget, reasoning_effort, "
                                  "temperature, ...")
@@ -128,14 +131,26 @@ class ModelInfo(BaseModel):
 
 
 def registry_id(model: str) -> str:
-    """The registry entry a --model string uses: the Responses API shares OpenAI's models."""
+    """The registry entry a --model string uses: a provider may share another's models (its
+    record's `models_of`: the Responses API shares OpenAI's)."""
     provider, _, name = model.partition("/")
-    return f"openai/{name}" if provider == "openai-responses" else model
+    record = find(provider)
+    return f"{record.models_of or record.name}/{name}" if record is not None else model
 
 
 def load_models(path: Path | None = None) -> dict[str, ModelInfo]:
-    """models.toml by "provider/model". Raises ValueError naming the file and entry when malformed."""
-    path = path or Path(os.environ.get("RDBENCH_MODELS") or MODELS_TOML)
+    """models.toml by "provider/model", read once per process (again only when the file changes).
+    Raises ValueError naming the file and entry when malformed."""
+    path = Path(path or os.environ.get("RDBENCH_MODELS") or MODELS_TOML)
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ValueError(f"{path}: {e}") from None
+    return dict(_read_models(path, st.st_mtime_ns, st.st_size))
+
+
+@functools.lru_cache(maxsize=8)
+def _read_models(path: Path, _mtime_ns: int, _size: int) -> dict[str, ModelInfo]:
     try:
         entries = tomllib.loads(path.read_text()).get("model", [])
     except (OSError, tomllib.TOMLDecodeError) as e:

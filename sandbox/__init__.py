@@ -11,7 +11,7 @@ import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol, runtime_checkable
+from typing import Callable, ClassVar, Protocol, runtime_checkable
 
 #: Every container rdbench starts carries this label, so leftovers can be found.
 LABEL = "rdbench"
@@ -103,7 +103,29 @@ class SandboxConfig:
 
 @runtime_checkable
 class Sandbox(Protocol):
-    """An isolated place to run commands. All paths are absolute paths inside the sandbox."""
+    """An isolated place to run commands. All paths are absolute paths inside the sandbox.
+
+    What a backend can do is declared on its class, and the harness asks (never its name):"""
+
+    #: commands cannot reach the host (its user, files, network, other sandboxes)
+    isolates: ClassVar[bool]
+    #: `quiet(cpuset, lock_dir)`, a class context manager, freezes the agent sandboxes of the
+    #: machine for a timing phase; `frozen_s()` counts it (0 without freezing)
+    freezes: ClassVar[bool]
+    #: it runs images that `sandbox.images` must build first (config.image is a tag)
+    needs_images: ClassVar[bool]
+    #: config.gpus reach the commands
+    gpus: ClassVar[bool]
+
+    def frozen_s(self) -> float:
+        """Seconds this sandbox has spent frozen by timing phases so far."""
+        ...
+
+    @classmethod
+    def remove_leftovers(cls, own: bool = False) -> list[str]:
+        """Remove what dead runs left on this machine (with `own`: what this process started);
+        the names of what went. Best effort."""
+        ...
 
     def exec(
         self,
@@ -149,6 +171,20 @@ class Sandbox(Protocol):
     def close(self) -> None:
         """Destroy the sandbox and everything in it. Idempotent; never raises."""
         ...
+
+
+class SandboxBase:
+    """The capabilities (see Sandbox) a backend class declares, with the defaults of one that
+    can do none of them: it inherits these and overrides what it can do."""
+
+    isolates = freezes = needs_images = gpus = False
+
+    def frozen_s(self) -> float:
+        return 0.0
+
+    @classmethod
+    def remove_leftovers(cls, own: bool = False) -> list[str]:
+        return []
 
 
 #: backend name -> "module:factory". A factory takes a SandboxConfig and returns a Sandbox.

@@ -19,7 +19,7 @@ import docker
 import docker.errors
 import requests
 
-from . import AGENT_UID, LABEL, SandboxConfig, SandboxError, SandboxFileNotFound, pid_alive
+from . import AGENT_UID, LABEL, SandboxBase, SandboxConfig, SandboxError, SandboxFileNotFound, pid_alive
 from . import disk
 from ._client import BOOT_ARGV, ServerClient, Spawner
 from .disk import MOUNTS, VERIFIER_MOUNTS, Disk, DiskUnavailable
@@ -127,9 +127,11 @@ def _retry(call, *args) -> None:
             time.sleep(0.2)
 
 
-class DockerSandbox(Spawner):
+class DockerSandbox(SandboxBase, Spawner):
     """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
 
+    isolates = freezes = needs_images = gpus = True  # leftovers: containers of dead runs (own: this process's)
+    remove_leftovers = classmethod(lambda cls, own=False: remove_containers(client_from_env(), own=own))
     def __init__(self, config: SandboxConfig, client: docker.DockerClient | None = None):
         self.config = config
         self.client = client or client_from_env()

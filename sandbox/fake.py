@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import DEFAULT_MAX_OUTPUT, ExecResult, SandboxConfig, SandboxError, SandboxFileNotFound
+from . import DEFAULT_MAX_OUTPUT, ExecResult, SandboxBase, SandboxConfig, SandboxError, SandboxFileNotFound
 from ._server import descendants
 from .local import LocalSandbox
 
@@ -38,10 +38,10 @@ MAPPED = ("/workspace", "/submission", "/baseline", "/verifier")
 DRAIN_S = 2.0
 
 
-class FakeSandbox:
+class FakeSandbox(SandboxBase):
     """A Sandbox over a temporary folder and child processes: no isolation. See the module's doc."""
 
-    isolates = False
+    # declares no capability (SandboxBase): never frozen, no images, no GPUs, nothing left over
 
     def __init__(self, config: SandboxConfig):
         self.config = config

@@ -35,7 +35,7 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import SandboxConfig, SandboxError, SandboxFileNotFound
+from . import SandboxBase, SandboxConfig, SandboxError, SandboxFileNotFound
 from ._client import BOOT_ARGV, ServerClient
 from ._server import descendants
 from .freeze import FreezeBook
@@ -122,10 +122,10 @@ def release_uids(held: list[tuple[int, int]]) -> None:
     held.clear()
 
 
-class LocalSandbox:
+class LocalSandbox(SandboxBase):
     """A Sandbox as a host process tree under a temporary root. See `sandbox.Sandbox`."""
 
-    isolates = False
+    freezes = gpus = True  # stopped by signals in timing phases; CUDA_VISIBLE_DEVICES
 
     def __init__(self, config: SandboxConfig):
         warnings.warn("local sandbox backend: no isolation (no network, user, cpu or memory limits)", stacklevel=2)
