@@ -24,9 +24,9 @@ from pathlib import Path
 from sandbox import AGENT_UID, Sandbox, SandboxConfig, SandboxError
 from sandbox.images import AGENT_CLIS
 
-from . import AgentContext, AgentError, AgentResult, ModelError
-from .gateway import PLACEHOLDER_KEY, Gateway, socket_dir
+from . import AgentContext, AgentError, AgentResult, BaseAgent, ModelError
 from .budget import Budget, SandboxLost, TimeLimit, Transcript
+from .gateway import PLACEHOLDER_KEY, Gateway, socket_dir
 
 #: where the gateway's socket is mounted inside the sandbox, and the forwarder's port
 SOCKET_DIR = "/run/rdbench"
@@ -99,12 +99,12 @@ for _ in range(3):
 '''
 
 
-class InstalledAgent:
+class InstalledAgent(BaseAgent):
     """A CLI agent in the sandbox, its model reached through the gateway."""
 
     name = ""
     binary = ""
-    providers: tuple[str, ...] = ()
+    needs_images = True  # its CLI is in the agents image
 
     def __init__(self):
         self._socket_dir: Path | None = None
@@ -116,8 +116,6 @@ class InstalledAgent:
     def prepare_sandbox(self, config: SandboxConfig) -> SandboxConfig:
         """The agent sandbox's config: the agents image over the task's, and the gateway's folder
         mounted. Raises SandboxError when the agents image is missing (saying how to build it)."""
-        if config.image == "local":
-            raise SandboxError(f"the {self.name} agent needs the docker sandbox backend (its CLI is in an image)")
         from sandbox.docker import client_from_env
         from sandbox.images import agents_image
 
@@ -139,22 +137,23 @@ class InstalledAgent:
         (every other one is switched off in the CLI, and refused by the gateway)."""
         raise NotImplementedError
 
-    def env(self, settings: dict) -> dict[str, str]:
+    def env(self, settings: dict, record) -> dict[str, str]:
+        """`record`: the model's provider record (results/providers.py): the variables its CLI reads."""
         raise NotImplementedError
 
-    def files(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> dict[str, str]:
+    def files(self, model: str, settings: dict, provider_tools: tuple[str, ...], record) -> dict[str, str]:
         return {}
 
     # --- the run --------------------------------------------------------------------------------
     def run(self, sandbox: Sandbox, ctx: AgentContext) -> AgentResult:
         spec = ctx.agent.model_spec
-        if spec is None or spec.provider not in self.providers:
-            raise AgentError(f"the {self.name} agent needs --model {self.providers[0]}/NAME")
+        if spec is None or (why := self.accepts(spec)):
+            raise AgentError(why or f"the {self.name} agent needs a model")
         if self._socket_dir is None:
             raise SandboxError(f"the {self.name} agent's sandbox was not prepared (no gateway socket mounted)")
         limits = ctx.task.agent
         budget = Budget(limits.max_turns, limits.max_input_tokens, limits.max_output_tokens, limits.max_cost_usd,
-                        limits.timeout_s, spec.prices(), frozen=getattr(sandbox, "frozen_s", None))
+                        limits.timeout_s, spec.prices(), frozen=sandbox.frozen_s if sandbox.freezes else None)
         transcript = Transcript(ctx.trial_dir / "transcript.jsonl")
         settings, logs = ctx.agent.model_settings(), ctx.trial_dir / "logs"
         with Gateway(spec, budget, transcript, self._socket_dir / "gw.sock", logs / "gateway", owner=AGENT_UID,
@@ -185,10 +184,10 @@ class InstalledAgent:
             raise SandboxError(f"{self.binary} --version in the sandbox: {r.stdout.strip()} {r.stderr[-300:]} "
                                f"(the agents image should hold {self.name} {self.version})")
         allowed = tuple(ctx.task.agent.provider_tools)
-        for path, text in self.files(model, settings, allowed).items():
+        for path, text in self.files(model, settings, allowed, ctx.agent.model_spec.record).items():
             sandbox.write_file(path, text.encode())
         sandbox.write_file(f"{HERE}/prompt.md", (ctx.task.instruction + NOTE).encode())
-        env = {"HOME": "/tmp", **self.env(settings)}
+        env = {"HOME": "/tmp", **self.env(settings, ctx.agent.model_spec.record)}
         command = self.command(model, settings, allowed)
         script = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
         script += (f"cd /workspace\nexec {command} < {HERE}/prompt.md > {HERE}/cli.stdout 2> {HERE}/cli.stderr\n")
@@ -244,7 +243,7 @@ class InstalledAgent:
 class ClaudeCodeAgent(InstalledAgent):
     """Claude Code in print mode (`claude -p`), every tool allowed."""
 
-    name, binary, providers = "claude-code", "claude", ("anthropic",)
+    name, binary, wires = "claude-code", "claude", ("messages",)
 
     def command(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> str:
         off = [tool for tool, kind in (("WebSearch", "web_search"), ("WebFetch", "web_fetch"))
@@ -252,8 +251,8 @@ class ClaudeCodeAgent(InstalledAgent):
         return (f"claude -p --dangerously-skip-permissions --model {shlex.quote(model)} --output-format stream-json "
                 "--verbose" + (f" --disallowedTools {','.join(off)}" if off else ""))
 
-    def env(self, settings: dict) -> dict[str, str]:
-        env = {"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{PORT}", "ANTHROPIC_API_KEY": PLACEHOLDER_KEY,
+    def env(self, settings: dict, record) -> dict[str, str]:
+        env = {record.base_url_var: f"http://127.0.0.1:{PORT}", record.key_vars[0]: PLACEHOLDER_KEY,
                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_AUTOUPDATER": "1"}
         if settings.get("thinking_budget"):
             env["MAX_THINKING_TOKENS"] = str(int(settings["thinking_budget"]))
@@ -263,16 +262,16 @@ class ClaudeCodeAgent(InstalledAgent):
 class CodexAgent(InstalledAgent):
     """Codex CLI's `codex exec`, approvals and its own sandbox off (the container is the sandbox)."""
 
-    name, binary, providers = "codex", "codex", ("openai", "openai-responses", "openai-compatible")
+    name, binary, wires = "codex", "codex", ("completions",)
 
     def command(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> str:
         return (f"codex exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox --json "
                 f"-m {shlex.quote(model)} -")
 
-    def env(self, settings: dict) -> dict[str, str]:
-        return {"OPENAI_API_KEY": PLACEHOLDER_KEY, "CODEX_HOME": "/tmp/.codex"}
+    def env(self, settings: dict, record) -> dict[str, str]:
+        return {record.key_vars[0]: PLACEHOLDER_KEY, "CODEX_HOME": "/tmp/.codex"}
 
-    def files(self, model: str, settings: dict, provider_tools: tuple[str, ...]) -> dict[str, str]:
+    def files(self, model: str, settings: dict, provider_tools: tuple[str, ...], record) -> dict[str, str]:
         effort = f"model_reasoning_effort = {_toml(settings['reasoning_effort'])}\n" \
             if settings.get("reasoning_effort") else ""
         search = "live" if "web_search" in provider_tools else "disabled"  # else it sends {"type": "web_search"}
@@ -280,7 +279,7 @@ class CodexAgent(InstalledAgent):
             f"model = {_toml(model)}\nmodel_provider = \"rdbench\"\n{effort}check_for_update_on_startup = false\n"
             f"web_search = {_toml(search)}\n\n"
             "[model_providers.rdbench]\nname = \"rdbench gateway\"\n"
-            f"base_url = \"http://127.0.0.1:{PORT}/v1\"\nenv_key = \"OPENAI_API_KEY\"\nwire_api = \"responses\"\n"
+            f"base_url = \"http://127.0.0.1:{PORT}/v1\"\nenv_key = \"{record.key_vars[0]}\"\nwire_api = \"responses\"\n"
             "supports_websockets = false\n")}
 
 

@@ -78,7 +78,7 @@ def parse_response(family: str, body: bytes, streamed: bool) -> dict:
             return {}
         return out if isinstance(out, dict) else {}
     events = sse(body)
-    if family == "anthropic":
+    if family == "messages":
         return _anthropic_stream(events)
     done = [e["response"] for e in events if str(e.get("type", "")).startswith("response.")
             and e.get("type") in ("response.completed", "response.incomplete", "response.failed")]
@@ -98,11 +98,11 @@ def _args(raw):
 
 
 def usage_tokens(family: str, usage: dict | None) -> dict[str, int]:
-    """A reply's usage as Reply's token fields, for "anthropic", "responses" or "chat": the
+    """A reply's usage as Reply's token fields, for "messages", "responses" or "chat": the
     built-in agent and the gateway count alike. input_tokens is every prompt token, cached
     ones included (Anthropic reports cache reads and writes apart from its input_tokens)."""
     u = usage or {}
-    if family == "anthropic":
+    if family == "messages":
         read, write = u.get("cache_read_input_tokens") or 0, u.get("cache_creation_input_tokens") or 0
         return dict(input_tokens=(u.get("input_tokens") or 0) + read + write, output_tokens=u.get("output_tokens") or 0,
                     cache_read_tokens=read, cache_write_tokens=write)
@@ -116,12 +116,12 @@ def usage_tokens(family: str, usage: dict | None) -> dict[str, int]:
 def summary(family: str, r: dict, latency: float) -> Reply:
     """Text, tool calls and tokens (every prompt token, cached ones included) of one reply."""
     usage = r.get("usage") or {}
-    if family == "anthropic":
+    if family == "messages":
         blocks = r.get("content") or []
         calls = [ToolCall(b.get("id", ""), b.get("name", ""), b.get("input")) for b in blocks
                  if b.get("type") in ("tool_use", "server_tool_use")]
         text = "".join(b.get("text", "") for b in blocks if b.get("type") == "text")
-        return Reply(text, calls, latency_s=latency, **usage_tokens("anthropic", usage))
+        return Reply(text, calls, latency_s=latency, **usage_tokens("messages", usage))
     if "output" in r:  # the Responses API
         text, calls = "", []
         for item in r.get("output") or []:

@@ -21,7 +21,7 @@ class Provider:
     #: the HTTP API family spoken on the wire: what an installed agent accepts and the gateway
     #: forwards (Messages-style or Responses/Chat-Completions-style endpoints)
     wire: str
-    #: how a reply's usage reads (agents.wire.usage_tokens): "anthropic", "responses" or "chat"
+    #: how a reply's usage reads (agents.wire.usage_tokens): "messages", "responses" or "chat"
     usage: str
     #: the class of agents/llm.py that speaks it (it imports `sdk`, lazily)
     adapter: str
@@ -70,10 +70,10 @@ class Provider:
         return (os.environ.get(self.base_url_var) if self.base_url_var else None) or self.default_base_url or ""
 
 
-_A = dict(wire="anthropic", usage="anthropic", adapter="AnthropicModel", sdk="anthropic",
+_A = dict(wire="messages", usage="messages", adapter="AnthropicModel", sdk="anthropic",
           key_vars=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"), key_headers=("x-api-key", "authorization"),
           base_url_var="ANTHROPIC_BASE_URL", default_base_url="https://api.anthropic.com")
-_O = dict(wire="openai", sdk="openai", key_vars=("OPENAI_API_KEY",), base_url_var="OPENAI_BASE_URL",
+_O = dict(wire="completions", sdk="openai", key_vars=("OPENAI_API_KEY",), base_url_var="OPENAI_BASE_URL",
           default_base_url="https://api.openai.com/v1")
 
 PROVIDERS: dict[str, Provider] = {p.name: p for p in (

@@ -17,8 +17,8 @@ KINDS = {"web_search": "web_search", "web_fetch": "web_fetch", "code_execution":
          "code_interpreter": "code_execution", "file_search": "file_search", "mcp": "mcp",
          "computer": "computer", "image_generation": "image_generation", "tool_search": "tool_search"}
 #: tool types the client itself runs (in the sandbox): always allowed
-CLIENT_TOOLS = {"anthropic": ("custom", "bash_", "text_editor_", "memory_"),
-                "openai": ("function", "custom", "local_shell", "shell", "apply_patch")}
+CLIENT_TOOLS = {"messages": ("custom", "bash_", "text_editor_", "memory_"),
+                "completions": ("function", "custom", "local_shell", "shell", "apply_patch")}
 #: request keys that bring server-side tools without a `tools` entry
 TOOL_KEYS = {"mcp_servers": "mcp", "container": "code_execution", "web_search_options": "web_search"}
 

@@ -35,8 +35,8 @@ PLACEHOLDER_KEY = "sk-rdbench-placeholder-not-a-key"
 #: the first line of every connection: the trial's secret, held only by its sandbox's forwarder
 PREAMBLE = "RDBENCH-GATEWAY {}\n"
 #: provider family -> the model endpoints forwarded (POST; a query string is kept)
-ROUTES = {"anthropic": ("/v1/messages", "/v1/messages/count_tokens"),
-          "openai": ("/v1/responses", "/v1/chat/completions")}
+ROUTES = {"messages": ("/v1/messages", "/v1/messages/count_tokens"),
+          "completions": ("/v1/responses", "/v1/chat/completions")}
 #: request headers never forwarded: the sandbox's key, and what only concerns one connection
 DROP = {"authorization", "x-api-key", "host", "content-length", "connection", "keep-alive", "proxy-authorization",
         "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "accept-encoding", "cookie"}

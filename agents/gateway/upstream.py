@@ -61,24 +61,16 @@ def connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, st
 def upstream(spec: ModelSpec) -> tuple[str, str, dict[str, str]]:
     """(provider family, base URL, auth headers) of the real API, from the host's environment.
     Raises ModelError when the key is missing."""
-    if spec.provider == "anthropic":
-        base = spec.base_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
-        if os.environ.get("ANTHROPIC_API_KEY"):
-            return "anthropic", base, {"x-api-key": os.environ["ANTHROPIC_API_KEY"]}
-        if os.environ.get("ANTHROPIC_AUTH_TOKEN"):
-            return "anthropic", base, {"authorization": f"Bearer {os.environ['ANTHROPIC_AUTH_TOKEN']}"}
-        raise ModelError("no API key on the host: set ANTHROPIC_API_KEY")
-    base = spec.base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-    key = os.environ.get("OPENAI_API_KEY")
-    if not key and spec.provider != "openai-compatible":
-        raise ModelError("no API key on the host: set OPENAI_API_KEY")
-    return "openai", base, ({"authorization": f"Bearer {key}"} if key else {})
+    record = spec.record  # results/providers.py
+    if missing := record.missing_key():
+        raise ModelError(f"no API key on the host: set {missing}")
+    return record.wire, spec.base_url or record.base_url(), record.auth()
 
 
 def target(family: str, base: str, path: str) -> str:
     """The upstream URL of a request for `path` (already checked against ROUTES)."""
     base = base.rstrip("/")
-    if family == "openai":  # OpenAI base URLs end in /v1, the request paths start with it
+    if family == "completions":  # OpenAI-style base URLs end in /v1, the request paths start with it
         return base + path[len("/v1"):] if base.endswith("/v1") else base + path
     return base + path
 

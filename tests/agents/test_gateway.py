@@ -31,7 +31,7 @@ def test_a_streamed_reply_reads_as_the_whole_one(kind):
     api = FakeAPI([])
     make = {"anthropic": api.anthropic_reply, "responses": api.responses_reply, "chat": api.openai_reply}[kind]
     reply = make(STEP, {})
-    family = "anthropic" if kind == "anthropic" else "openai"
+    family = "messages" if kind == "anthropic" else "completions"
     whole = summary(family, parse_response(family, json.dumps(reply).encode(), streamed=False), 0.1)
     streamed = summary(family, parse_response(family, _stream(reply), streamed=True), 0.1)
     for r in (whole, streamed):
@@ -40,9 +40,9 @@ def test_a_streamed_reply_reads_as_the_whole_one(kind):
 
 
 def test_upstream_urls_keep_the_provider_conventions():
-    assert target("anthropic", "https://api.anthropic.com/", "/v1/messages?beta=true") == \
+    assert target("messages", "https://api.anthropic.com/", "/v1/messages?beta=true") == \
         "https://api.anthropic.com/v1/messages?beta=true"
-    assert target("openai", "http://h:8000/v1", "/v1/responses") == "http://h:8000/v1/responses"
+    assert target("completions", "http://h:8000/v1", "/v1/responses") == "http://h:8000/v1/responses"
 
 
 def _sock() -> Path:

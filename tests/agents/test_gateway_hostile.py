@@ -388,8 +388,9 @@ def test_provider_side_tools_are_refused_unless_the_task_allows_them(tmp_path, m
                                   {"type": "bash_20250124", "name": "bash"}],
                     "openai": [{"type": "function", "name": "exec_command", "parameters": {}},
                                {"type": "custom", "name": "apply_patch"}, {"type": "local_shell"}]}[family]
-    assert provider_tools(family, body) == kinds
-    assert provider_tools(family, {**body, "tools": client_tools, "mcp_servers": None}) == []
+    wire = {"anthropic": "messages", "openai": "completions"}[family]  # the provider's wire family
+    assert provider_tools(wire, body) == kinds
+    assert provider_tools(wire, {**body, "tools": client_tools, "mcp_servers": None}) == []
     with FakeAPI([Step(text="ok")], repeat_last=True) as api:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", api.url)
         monkeypatch.setenv("OPENAI_BASE_URL", api.url + "/v1")

@@ -41,10 +41,9 @@ from results import providers  # noqa: E402
 from results.providers import PROVIDERS, Provider  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-#: files still naming providers until the lead applies the switch listed in the registry's report
-#: (agents/gateway*, agents/installed.py: being rewritten on another branch); agents/wire.py keys
-#: on the wire family names ("anthropic", "openai"), which the gateway uses as its route keys
-PENDING = ("agents/gateway", "agents/installed.py", "agents/wire.py")
+#: files allowed to name providers besides the registry (none: the wire families are
+#: "messages" and "completions", not provider names)
+PENDING = ()
 
 
 def test_every_provider_record_is_used(monkeypatch):
