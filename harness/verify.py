@@ -2,12 +2,13 @@
 
     /submission  the candidate (root-owned 0700: the kit stages private copies per run)
     /baseline    the task's pristine workspace/
-    /verifier    the task's verifier/ plus the kits of harness/kits/ (root-only: the
-                 candidate cannot read it)
+    /verifier    the task's verifier/ plus the kits of harness/kits/ and the parameters
+                 file written from task.toml (root-only: the candidate cannot read it)
 
 The verdict is read from the verifier's stdout, on a line tagged with a random token
 that only this process and the verifier know: never from a file the candidate could
-write, never from a line the candidate could print.
+write, never from a line the candidate could print. Paths, names, the tag and the parameters
+are the contract's (harness/kits/contract.py), shared with the kit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from results.records import VerifierResult
 from sandbox import Sandbox, SandboxConfig
 
 from .cores import CorePool, GpuPool
+from .kits import contract
 from .task import TaskSpec
 
 #: The in-sandbox kits, copied beside every task's verifier: the timing and isolation
@@ -30,7 +32,6 @@ from .task import TaskSpec
 #: candidate-side half kernel_runner.py, used by tasks/triton-*). Read when a verifier
 #: sandbox is prepared, never at import.
 KITS_DIR = Path(__file__).parent / "kits"
-RESULT_TAG = "RDBENCH_RESULT"
 
 
 class VerifierError(Exception):
@@ -39,7 +40,7 @@ class VerifierError(Exception):
 
 def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict[str, str], gpus=()) -> SandboxConfig:
     return SandboxConfig(image=image, cpuset=cpuset, memory=task.resources.memory, pids=task.resources.pids,
-                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus))
+                         role="verifier", labels=labels, workdir=contract.VERIFIER, gpus=list(gpus))
 
 
 def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
@@ -53,10 +54,25 @@ def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
 
 def prepare(sb: Sandbox, task: TaskSpec) -> None:
     """Copy the baseline and the verifier in (done before the submission exists)."""
-    sb.copy_in(task.path / "workspace", "/baseline", owner=0, mode=0o700)
-    sb.copy_in(task.path / "verifier", "/verifier", owner=0, mode=0o700)
+    sb.copy_in(task.path / "workspace", contract.BASELINE, owner=0, mode=0o700)
+    sb.copy_in(task.path / "verifier", contract.VERIFIER, owner=0, mode=0o700)
     for kit in sorted(KITS_DIR.glob("*.py")):
-        sb.write_file(f"/verifier/{kit.name}", kit.read_bytes(), mode=0o600)
+        sb.write_file(f"{contract.VERIFIER}/{kit.name}", kit.read_bytes(), mode=0o600)
+    write_params(sb, task)
+
+
+def write_params(sb: Sandbox, task: TaskSpec, repeats: int | None = None) -> None:
+    """The parameters file, beside the kits: task.toml's [verifier] and [scoring] (`repeats`
+    overrides the task's number of timed runs)."""
+    v, s = task.verifier, task.scoring
+    text = contract.write_params({
+        "task": task.name, "kind": task.kind,
+        "submission": sb.path(contract.SUBMISSION), "baseline": sb.path(contract.BASELINE),
+        "repeats": repeats or v.repeats, "timeout_s": v.timeout_s, "fresh_inputs": v.fresh_inputs,
+        "plausible_max": s.plausible_max, "tolerance": s.tolerance, "reference": s.reference, "base": s.base,
+        "task_params": v.params,
+    })
+    sb.write_file(f"{contract.VERIFIER}/{contract.PARAMS_FILE}", text.encode(), mode=0o600)
 
 
 def _to_log(f):
@@ -71,24 +87,17 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
           repeats: int | None = None, seed: int | None = None) -> VerifierResult:
     """Copy the submission into a prepared verifier sandbox and run the verifier.
     `repeats` overrides the task's number of timed runs (fewer: quicker, noisier)."""
-    sb.copy_in(submission, "/submission", owner=0, mode=0o700)
+    sb.copy_in(submission, contract.SUBMISSION, owner=0, mode=0o700)
+    write_params(sb, task, repeats)
     token = secrets.token_hex(16)
     seed = secrets.randbits(62) if seed is None else seed
-    env = {
-        "RDBENCH_RESULT_TOKEN": token,
-        "RDBENCH_SECRET_SEED": str(seed),
-        "RDBENCH_SUBMISSION": sb.path("/submission"),
-        "RDBENCH_BASELINE": sb.path("/baseline"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "RDBENCH_REPEATS": str(repeats or task.verifier.repeats),
-        "RDBENCH_VERIFIER_TIMEOUT": str(task.verifier.timeout_s),
-    }
+    env = {contract.ENV_TOKEN: token, contract.ENV_SEED: str(seed), "PYTHONDONTWRITEBYTECODE": "1"}
     live = None
     if log_dir is not None:  # stderr lines reach the log as the verifier writes them
         log_dir.mkdir(parents=True, exist_ok=True)
         live = open(log_dir / "verifier.stderr", "w")
     try:
-        r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s,
+        r = sb.exec(task.verifier.command, cwd=contract.VERIFIER, env=env, timeout=task.verifier.timeout_s,
                     max_output=4 << 20, on_output=None if live is None else _to_log(live))
     finally:
         if live is not None:
@@ -97,8 +106,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         (log_dir / "verifier.stdout").write_text(r.stdout)
     if r.timed_out:
         raise VerifierError(f"verifier timed out after {task.verifier.timeout_s:.0f} s")
-    prefix = f"{RESULT_TAG} {token} "
-    lines = [ln[len(prefix):] for ln in r.stdout.splitlines() if ln.startswith(prefix)]
+    lines = contract.result_payloads(r.stdout, token)
     if not lines:
         tail = r.stderr.strip()[-1500:]
         raise VerifierError(f"verifier printed no verdict (exit {r.returncode}): {tail}")
@@ -108,7 +116,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         result = VerifierResult.model_validate(json.loads(lines[0]))
     except (json.JSONDecodeError, ValidationError) as e:
         raise VerifierError(f"verifier printed an invalid verdict: {e}") from e
-    # secret until now; recorded so that a surprising verdict can be reproduced (RDBENCH_SECRET_SEED)
+    # secret until now; recorded so that a surprising verdict can be reproduced (`rdbench verify --seed`)
     result.details["secret_seed"] = seed
     return result
 
