@@ -33,8 +33,16 @@ def sandbox(request):
     return request.param
 
 
-def verify(task: Path, sandbox: str, repeats: int = 5) -> dict:
-    r = rdbench("verify", str(task), "--submission", str(CHEAT), "--sandbox", sandbox, "--repeats", str(repeats))
+def cheat(tmp_path: Path) -> Path:
+    """The cheat, with py-primes' own slow algorithm (workspace/solve.py) as slow.py."""
+    sub = tmp_path / "cheat"
+    shutil.copytree(CHEAT, sub)
+    shutil.copy(TASKS / "py-primes" / "workspace" / "solve.py", sub / "slow.py")
+    return sub
+
+
+def verify(task: Path, sandbox: str, sub: Path, repeats: int = 5) -> dict:
+    r = rdbench("verify", str(task), "--submission", str(sub), "--sandbox", sandbox, "--repeats", str(repeats))
     assert r.returncode in (0, 3), r.stdout + r.stderr
     return json.loads(r.stdout)
 
@@ -42,8 +50,8 @@ def verify(task: Path, sandbox: str, repeats: int = 5) -> dict:
 @pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.parametrize("sandbox", SANDBOXES, indirect=True)
-def test_answers_kept_in_the_page_cache_are_worthless_with_fresh_inputs(sandbox):
-    v = verify(TASKS / "py-primes", sandbox)
+def test_answers_kept_in_the_page_cache_are_worthless_with_fresh_inputs(sandbox, tmp_path):
+    v = verify(TASKS / "py-primes", sandbox, cheat(tmp_path))
     assert v["correct"] is True, v["details"]
     assert v["details"]["fresh_inputs"] is True
     # ~1x: no run finds an answer; on the kit before fresh inputs: 3.63x, 2.18x (Docker), 3.12x (local)
@@ -62,7 +70,7 @@ def test_the_cheat_scores_when_every_run_gets_the_same_inputs(sandbox, tmp_path)
     shutil.copytree(TASKS / "py-primes", task)
     toml = task / "task.toml"
     toml.write_text(toml.read_text().replace("fresh_inputs = true", "fresh_inputs = false"))
-    v = verify(task, sandbox)
+    v = verify(task, sandbox, cheat(tmp_path))
     assert v["correct"] is True and v["details"]["fresh_inputs"] is False, v
     assert v["value"] > 1.5, v
 

@@ -1,7 +1,8 @@
 """py-primes with the slow algorithm kept, and its answers cached in the page cache
 (pagecache.py), keyed by the input: with the same queries in every run, every run after the
 first only reads the answer (3.63x, 2.18x, 3.12x on the kit before fresh inputs, issue 22);
-with fresh queries for every timed pair, it never finds one: ~1x."""
+with fresh queries for every timed pair, it never finds one: ~1x. The slow algorithm is the
+baseline's own (slow.py: the test copies tasks/py-primes/workspace/solve.py in)."""
 
 import hashlib
 import json
@@ -10,21 +11,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pagecache  # noqa: E402
-
-
-def is_prime(n):
-    if n < 2:
-        return False
-    d = 2
-    while d * d <= n:
-        if n % d == 0:
-            return False
-        d += 1
-    return True
-
-
-def count_primes(lo, hi):
-    return sum(1 for n in range(lo, hi) if is_prime(n))
+from slow import count_primes  # noqa: E402 - py-primes' workspace/solve.py, copied in by the test
 
 
 def main(inp, out):
