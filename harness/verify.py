@@ -61,17 +61,22 @@ def prepare(sb: Sandbox, task: TaskSpec) -> None:
     write_params(sb, task)
 
 
-def write_params(sb: Sandbox, task: TaskSpec, repeats: int | None = None) -> None:
-    """The parameters file, beside the kits: task.toml's [verifier] and [scoring] (`repeats`
-    overrides the task's number of timed runs)."""
+def params_text(task: TaskSpec, repeats: int | None = None, submission: str = contract.SUBMISSION,
+                baseline: str = contract.BASELINE) -> str:
+    """The parameters file: task.toml's [verifier] and [scoring] (`repeats` overrides the
+    task's number of timed runs), and where the verifier finds the two folders."""
     v, s = task.verifier, task.scoring
-    text = contract.write_params({
-        "task": task.name, "kind": task.kind,
-        "submission": sb.path(contract.SUBMISSION), "baseline": sb.path(contract.BASELINE),
+    return contract.write_params({
+        "task": task.name, "kind": task.kind, "submission": submission, "baseline": baseline,
         "repeats": repeats or v.repeats, "timeout_s": v.timeout_s, "fresh_inputs": v.fresh_inputs,
         "plausible_max": s.plausible_max, "tolerance": s.tolerance, "reference": s.reference, "base": s.base,
         "task_params": v.params,
     })
+
+
+def write_params(sb: Sandbox, task: TaskSpec, repeats: int | None = None) -> None:
+    """The parameters file, beside the kits."""
+    text = params_text(task, repeats, sb.path(contract.SUBMISSION), sb.path(contract.BASELINE))
     sb.write_file(f"{contract.VERIFIER}/{contract.PARAMS_FILE}", text.encode(), mode=0o600)
 
 

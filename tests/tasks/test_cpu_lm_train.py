@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from harness.kits import contract
+from harness.task import load_task
+from harness.verify import params_text
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
 
 TASK = TASKS / "cpu-lm-train"
+#: the verifier's parameters with the pristine workspace at `baseline` (for verify.py imported by hand)
+PARAMS = lambda baseline: params_text(load_task(TASK), baseline=str(baseline)).encode()  # noqa: E731
 pytestmark = pytest.mark.slow
 
 
@@ -59,9 +64,11 @@ assert abs(ours - theirs) < 1e-9, (ours, theirs)
         sb.copy_in(TASK / "workspace", "/workspace")
         sb.copy_in(TASK / "verifier", "/verifier")
         sb.copy_in(Path(__file__).parents[2] / "harness", "/harness")
-        sb.exec("cp /harness/kits/verify_kit.py /verifier/")
+        sb.exec("cp /harness/kits/verify_kit.py /harness/kits/contract.py /verifier/")
+        sb.write_file("/tmp/params.json", PARAMS("/workspace"))
         sb.write_file("/tmp/check.py", script.encode())
-        r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={"RDBENCH_BASELINE": "/workspace"}, timeout=300)
+        r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={contract.ENV_PARAMS: "/tmp/params.json"},
+                    timeout=300)
         assert r.ok, r.stdout + r.stderr
 
 
@@ -185,7 +192,8 @@ except verify.BadWeights as e:
     print("refused:", e)
 '''
     root = Path(__file__).resolve().parents[2]
-    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness' / 'kits'}", "RDBENCH_BASELINE": str(TASK / "workspace"),
+    (tmp_path / "params.json").write_bytes(PARAMS(TASK / "workspace"))
+    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness' / 'kits'}", contract.ENV_PARAMS: str(tmp_path / "params.json"),
            "PATH": "/usr/bin:/bin"}
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr

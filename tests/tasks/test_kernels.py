@@ -18,7 +18,7 @@ import pytest
 
 from harness.cores import detect_gpus
 from harness.task import load_task
-from harness.verify import prepare
+from harness.verify import prepare, write_params
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
@@ -426,10 +426,10 @@ print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "extra": e
 
 def drive_timing(base_image, docker_client, sub: Path) -> dict:
     task = load_task(TASKS / "triton-softmax")
-    config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
-                           env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
+    config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g")
     with DockerSandbox(config, docker_client) as sb:
         prepare(sb, task)
+        write_params(sb, task, repeats=2)
         sb.copy_in(sub, "/submission", owner=0, mode=0o700)
         sb.write_file("/verifier/timing.py", TIMING.encode())
         r = sb.exec(["python3", "timing.py"], cwd="/verifier", timeout=900)
