@@ -1,8 +1,15 @@
 """rdbench verify kit: the timing and isolation discipline every task verifier uses.
 
 Stdlib only, Python 3.8+. The harness copies this file into every verifier sandbox as
-/verifier/verify_kit.py, next to the task's own verifier. Task verifiers import it and
-never re-implement any of it.
+/verifier/verify_kit.py, next to the task's own verifier and contract.py (the paths, names,
+result tag and parameters file the host and the kit share). Task verifiers import it and
+never re-implement any of it. What task.toml says (repeats, time limit, plausibility bound,
+the task's own [verifier.params]) comes from the parameters file: `params()`, `repeats()`,
+`param(NAME)`; no default is restated here.
+
+Every timed pair gets inputs of its own (`timed_pairs`): drawn from the secret seed, seen by
+no earlier run, so what a run leaves where no census looks (the page cache of a read-only
+file, CPU or device state) carries no answer to a later run.
 
 The threat model: the candidate is adversarial and has read this file. So
 - it runs as another user (uid 1000; the baseline as uid 1001) from a private copy of its
@@ -32,7 +39,6 @@ says so.
 
 import ctypes
 import hashlib
-import json
 import os
 import pickle
 import random
@@ -62,6 +68,8 @@ _PSEUDO_FS = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securit
 
 _STARTED = time.time()
 LOCAL = os.environ.get("RDBENCH_LOCAL_SANDBOX") == "1"
+#: what the kit learns once per verification (its folders, the parameters, bubblewrap)
+_state = {}
 
 
 def log(msg):
@@ -127,9 +135,6 @@ def secret_seed():
     if seed is None:
         seed = _state.setdefault("seed", str(random.SystemRandom().getrandbits(63)))
     return int(seed)
-
-
-_state = {}
 
 
 class SubmissionError(Exception):

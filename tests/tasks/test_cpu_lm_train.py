@@ -234,3 +234,37 @@ def test_weights_cached_between_runs_do_not_survive(base_image, tmp_path):
     assert v["correct"] is True, v["details"].get("failure")
     assert v["ci"][0] < 1.5, v
     assert min(v["candidate_s"]) > 0.5 * min(v["baseline_s"]), v
+
+
+PAGECACHE = Path(__file__).parents[1] / "harness" / "submissions" / "pagecache"
+SEEN_BEFORE = r'''
+"""The page-cache channel of tests/harness/submissions/pagecache, adapted: train.py keeps
+the original training and marks, in the page cache of a read-only file, the corpus it was
+given; a run that finds its corpus marked by an earlier run has been given inputs another
+run saw, and says so by writing no weights (so the verdict would be incorrect). (Weights
+themselves are too big for the channel: one bit per page.)"""
+import hashlib, os, subprocess, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+import pagecache
+
+key = "corpus-" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()
+if pagecache.load(key) is not None:
+    sys.exit("this corpus was given to an earlier run")
+subprocess.run([sys.executable, os.path.join(here, "original_train.py"), sys.argv[1], sys.argv[2]], check=True)
+pagecache.save(key, b"seen")
+'''
+
+
+@pytest.mark.extended  # ~8 minutes: two pairs of real training runs
+def test_no_run_is_given_a_corpus_an_earlier_run_saw(base_image, tmp_path):
+    """With a new language for every pair, no candidate run finds its corpus marked in the
+    page cache by an earlier one (before: every run got the same corpus, so run 2 would)."""
+    sub = overlay(tmp_path)
+    shutil.copy(sub / "train.py", sub / "original_train.py")
+    shutil.copy(PAGECACHE / "pagecache.py", sub / "pagecache.py")
+    (sub / "train.py").write_text(SEEN_BEFORE)
+    v = verify(sub, repeats=2)
+    assert v["correct"] is True, v["details"].get("failure")
+    assert v["details"]["fresh_inputs"] is True and len(v["candidate_s"]) == 2
