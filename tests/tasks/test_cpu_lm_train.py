@@ -257,14 +257,37 @@ pagecache.save(key, b"seen")
 '''
 
 
-@pytest.mark.extended  # ~8 minutes: two pairs of real training runs
-def test_no_run_is_given_a_corpus_an_earlier_run_saw(base_image, tmp_path):
+def short_task(tmp_path: Path, fresh_inputs: bool = True) -> Path:
+    """A copy of the task whose baseline trains 30 steps instead of 1200 (the verifier is the same)."""
+    task = tmp_path / "cpu-lm-train"
+    shutil.copytree(TASK, task)
+    train = task / "workspace" / "train.py"
+    assert "max_steps = 1200 " in train.read_text()
+    train.write_text(train.read_text().replace("max_steps = 1200 ", "max_steps = 30 "))
+    if not fresh_inputs:
+        toml = task / "task.toml"
+        toml.write_text(toml.read_text().replace("fresh_inputs = true", "fresh_inputs = false"))
+    return task
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh inputs", "control: the same inputs"])
+def test_no_run_is_given_a_corpus_an_earlier_run_saw(base_image, tmp_path, fresh):
     """With a new language for every pair, no candidate run finds its corpus marked in the
-    page cache by an earlier one (before: every run got the same corpus, so run 2 would)."""
-    sub = overlay(tmp_path)
+    page cache by an earlier one; the control (`fresh_inputs = false`, every pair the first
+    pair's corpus, as before) shows the channel works: the second run finds it. On a copy of
+    the task with 30 training steps (about a minute each)."""
+    task = short_task(tmp_path, fresh)
+    sub = tmp_path / "submission"
+    shutil.copytree(task / "workspace", sub)
     shutil.copy(sub / "train.py", sub / "original_train.py")
     shutil.copy(PAGECACHE / "pagecache.py", sub / "pagecache.py")
     (sub / "train.py").write_text(SEEN_BEFORE)
-    v = verify(sub, repeats=2)
-    assert v["correct"] is True, v["details"].get("failure")
-    assert v["details"]["fresh_inputs"] is True and len(v["candidate_s"]) == 2
+    r = rdbench("verify", str(task), "--submission", str(sub), "--repeats", "3", timeout=1800)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    v = json.loads(r.stdout)
+    assert v["details"]["fresh_inputs"] is fresh
+    if fresh:
+        assert v["correct"] is True and len(v["candidate_s"]) == 3, v["details"].get("failure")
+    else:
+        assert v["correct"] is False and "given to an earlier run" in v["details"]["failure"], v
