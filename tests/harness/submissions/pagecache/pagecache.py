@@ -31,7 +31,7 @@ def _file():
             st = os.stat(path)
         except OSError:
             continue
-        if st.st_size >= 4 << 20 and os.access(path, os.R_OK) and not os.access(path, os.W_OK):
+        if st.st_size >= 4 << 20 and os.access(path, os.R_OK) and not st.st_mode & 0o022:
             return path
     return None
 
