@@ -43,6 +43,21 @@ class _Pages:
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)
         self.capacity = os.fstat(self.fd).st_size // STRIDE - 1
         self.nowait = self._nowait_works(self.capacity * STRIDE)
+        self.threshold = None if self.nowait else self._calibrate(self.capacity * STRIDE)
+
+    def _read_time(self, off):
+        t = time.perf_counter()
+        os.pread(self.fd, 1, off)
+        return time.perf_counter() - t
+
+    def _calibrate(self, off):
+        """The read time between a resident page's and an evicted one's, on this host now."""
+        resident, evicted = [], []
+        for _ in range(5):
+            os.posix_fadvise(self.fd, off, PAGE, os.POSIX_FADV_DONTNEED)
+            evicted.append(self._read_time(off))
+            resident.append(self._read_time(off))
+        return (min(resident) * sorted(evicted)[2]) ** 0.5
 
     def _nowait(self, off):
         try:
@@ -73,9 +88,7 @@ class _Pages:
         off = i * STRIDE
         if self.nowait:
             return self._nowait(off)
-        t = time.perf_counter()
-        os.pread(self.fd, 1, off)
-        fast = time.perf_counter() - t < 25e-6
+        fast = self._read_time(off) < self.threshold
         os.posix_fadvise(self.fd, off, PAGE, os.POSIX_FADV_DONTNEED)  # reading brought it in
         return 1 if fast else 0
 
