@@ -155,13 +155,13 @@ def tasks_validate(
 
     from .cli_support import containers, images_or_fail, print_summary
     from .task import TaskError, load_task
-    from .validate import validate_task
+    from .validate import schema_report, validate_task
 
     try:
         spec = load_task(path)
     except TaskError as e:
         fail(str(e), 1)
-    console.print(f"[green]schema ok[/]: {spec.name} ({spec.kind})")
+    console.print(schema_report(spec), highlight=False)
     if schema_only:
         return
     images = images_or_fail([spec], sandbox)

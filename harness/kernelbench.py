@@ -226,7 +226,7 @@ def write_task(p: Problem, out: Path) -> Path:
     (folder / "workspace" / "model.py").write_text(p.text)
     (folder / "verifier" / "problem.py").write_text(p.text)
     config = {"name": p.task_name, "level": p.level, "number": p.number, "title": p.title, "source": p.path.name,
-              "draws": 5, "plausible_max": 20.0, "cpu_sizes": p.cpu_sizes,
+              "draws": 5, "cpu_sizes": p.cpu_sizes,
               "original_sizes": {k: list(v) if isinstance(v, tuple) else v for k, v in p.constants.items()
                                  if k in p.cpu_sizes}}
     (folder / "verifier" / "problem.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -18,6 +18,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .kits import contract
+
 
 class TaskError(Exception):
     """A malformed task folder. The message names the file, the key and what is wrong."""
@@ -68,7 +70,11 @@ class AgentLimits(_Strict):
 class VerifierSpec(_Strict):
     command: str = Field("python3 verify.py", description="run in /verifier as root; prints the verdict")
     timeout_s: float = Field(1800, gt=0, description="wall time of the whole verification")
-    repeats: int = Field(5, ge=1, le=100, description="timed runs of baseline and of candidate (RDBENCH_REPEATS)")
+    repeats: int = Field(5, ge=1, le=100, description="timed runs of baseline and of candidate")
+    fresh_inputs: bool = Field(True, description="every timed pair (baseline run i, candidate run i) gets inputs "
+                                                 "no earlier run saw; false: `tasks validate` warns")
+    params: dict[str, str | int | float | bool | list | dict] = Field(
+        {}, description="anything else the task's verify.py reads, by name (verify_kit.param(NAME))")
 
 
 class Scoring(_Strict):
@@ -79,6 +85,7 @@ class Scoring(_Strict):
 
 
 class TaskSpec(_Strict):
+    schema_version: int = Field(contract.SCHEMA_VERSION, description="the task.toml format this file is written in")
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]*$", description="unique, lowercase; used in paths")
     kind: Literal["speedup", "score"] = Field(description="what the verifier's value means")
     description: str = Field(description="one line, for listings")
@@ -88,6 +95,13 @@ class TaskSpec(_Strict):
     scoring: Scoring
     #: the task folder (set by load_task, not read from the file)
     path: Path = Field(Path("."), exclude=True)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _schema(cls, v: int) -> int:
+        if v != contract.SCHEMA_VERSION:
+            raise ValueError(f"this rdbench reads schema_version {contract.SCHEMA_VERSION} only")
+        return v
 
     @property
     def instruction(self) -> str:

@@ -10,6 +10,21 @@ from .run import create_run, execute, new_run_id
 from .task import TaskSpec
 
 
+def warnings(spec: TaskSpec) -> list[str]:
+    """What is valid but weakens the task's verifier."""
+    out = []
+    if not spec.verifier.fresh_inputs:
+        out.append(f"{spec.path / 'task.toml'}: [verifier] fresh_inputs = false: every timed run gets the same "
+                   "inputs, so state a run leaves behind (the page cache, a device's memory) can carry its answers "
+                   "to later runs; draw inputs per pair with verify_kit.timed_pairs")
+    return out
+
+
+def schema_report(spec: TaskSpec) -> str:
+    """`tasks validate`'s first lines: the schema is valid, and its warnings."""
+    return "\n".join([f"[green]schema ok[/]: {spec.name} ({spec.kind})"] + [f"[yellow]warning:[/] {w}" for w in warnings(spec)])
+
+
 def check(spec: TaskSpec, r: TrialResult) -> str | None:
     """What is wrong with an oracle or nop result, or None."""
     s = spec.scoring

@@ -2,12 +2,13 @@
 
     /submission  the candidate (root-owned 0700: the kit stages private copies per run)
     /baseline    the task's pristine workspace/
-    /verifier    the task's verifier/ plus the kits of harness/kits/ (root-only: the
-                 candidate cannot read it)
+    /verifier    the task's verifier/ plus the kits of harness/kits/ and the parameters
+                 file written from task.toml (root-only: the candidate cannot read it)
 
 The verdict is read from the verifier's stdout, on a line tagged with a random token
 that only this process and the verifier know: never from a file the candidate could
-write, never from a line the candidate could print.
+write, never from a line the candidate could print. Paths, names, the tag and the parameters
+are the contract's (harness/kits/contract.py), shared with the kit.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from results.records import VerifierResult
 from sandbox import Sandbox, SandboxConfig
 
 from .cores import CorePool, GpuPool
+from .kits import contract
 from .task import TaskSpec
 
 #: The in-sandbox kits, copied beside every task's verifier: the timing and isolation
@@ -30,10 +32,6 @@ from .task import TaskSpec
 #: candidate-side half kernel_runner.py, used by tasks/triton-*). Read when a verifier
 #: sandbox is prepared, never at import.
 KITS_DIR = Path(__file__).parent / "kits"
-RESULT_TAG = "RDBENCH_RESULT"
-#: The kit's line (verify_kit.check_host) saying that this host cannot run the task's programs
-#: as the runs' users, before any of the submission ran: an infrastructure error.
-HOST_FAULT_TAG = "RDBENCH_HOST_FAULT"
 
 
 class VerifierError(Exception):
@@ -42,7 +40,8 @@ class VerifierError(Exception):
 
 def verifier_config(task: TaskSpec, image: str, cpuset: str | None, labels: dict[str, str], gpus=()) -> SandboxConfig:
     return SandboxConfig(image=image, cpuset=cpuset, memory=task.resources.memory, pids=task.resources.pids,
-                         role="verifier", labels=labels, workdir="/verifier", gpus=list(gpus), disk=task.resources.disk)
+                         role="verifier", labels=labels, workdir=contract.VERIFIER, gpus=list(gpus),
+                         disk=task.resources.disk)
 
 
 def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
@@ -56,10 +55,30 @@ def quiet(backend, cpuset: str | None, cores: CorePool, freeze: bool = True):
 
 def prepare(sb: Sandbox, task: TaskSpec) -> None:
     """Copy the baseline and the verifier in (done before the submission exists)."""
-    sb.copy_in(task.path / "workspace", "/baseline", owner=0, mode=0o700)
-    sb.copy_in(task.path / "verifier", "/verifier", owner=0, mode=0o700)
+    sb.copy_in(task.path / "workspace", contract.BASELINE, owner=0, mode=0o700)
+    sb.copy_in(task.path / "verifier", contract.VERIFIER, owner=0, mode=0o700)
     for kit in sorted(KITS_DIR.glob("*.py")):
-        sb.write_file(f"/verifier/{kit.name}", kit.read_bytes(), mode=0o600)
+        sb.write_file(f"{contract.VERIFIER}/{kit.name}", kit.read_bytes(), mode=0o600)
+    write_params(sb, task)
+
+
+def params_text(task: TaskSpec, repeats: int | None = None, submission: str = contract.SUBMISSION,
+                baseline: str = contract.BASELINE) -> str:
+    """The parameters file: task.toml's [verifier] and [scoring] (`repeats` overrides the
+    task's number of timed runs), and where the verifier finds the two folders."""
+    v, s = task.verifier, task.scoring
+    return contract.write_params({
+        "task": task.name, "kind": task.kind, "submission": submission, "baseline": baseline,
+        "repeats": repeats or v.repeats, "timeout_s": v.timeout_s, "fresh_inputs": v.fresh_inputs,
+        "plausible_max": s.plausible_max, "tolerance": s.tolerance, "reference": s.reference, "base": s.base,
+        "task_params": v.params,
+    })
+
+
+def write_params(sb: Sandbox, task: TaskSpec, repeats: int | None = None) -> None:
+    """The parameters file, beside the kits."""
+    text = params_text(task, repeats, sb.path(contract.SUBMISSION), sb.path(contract.BASELINE))
+    sb.write_file(f"{contract.VERIFIER}/{contract.PARAMS_FILE}", text.encode(), mode=0o600)
 
 
 def _stderr_to(sinks):
@@ -82,25 +101,18 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
     """Copy the submission into a prepared verifier sandbox and run the verifier.
     `repeats` overrides the task's number of timed runs (fewer: quicker, noisier).
     `on_stderr(text)` gets the verifier's stderr (its progress lines) as it is written."""
-    sb.copy_in(submission, "/submission", owner=0, mode=0o700)
+    sb.copy_in(submission, contract.SUBMISSION, owner=0, mode=0o700)
+    write_params(sb, task, repeats)
     token = secrets.token_hex(16)
     seed = secrets.randbits(62) if seed is None else seed
-    env = {
-        "RDBENCH_RESULT_TOKEN": token,
-        "RDBENCH_SECRET_SEED": str(seed),
-        "RDBENCH_SUBMISSION": sb.path("/submission"),
-        "RDBENCH_BASELINE": sb.path("/baseline"),
-        "PYTHONDONTWRITEBYTECODE": "1",
-        "RDBENCH_REPEATS": str(repeats or task.verifier.repeats),
-        "RDBENCH_VERIFIER_TIMEOUT": str(task.verifier.timeout_s),
-    }
+    env = {contract.ENV_TOKEN: token, contract.ENV_SEED: str(seed), "PYTHONDONTWRITEBYTECODE": "1"}
     live = None
     if log_dir is not None:  # stderr lines reach the log as the verifier writes them
         log_dir.mkdir(parents=True, exist_ok=True)
         live = open(log_dir / "verifier.stderr", "w")
     try:
         sinks = [x for x in (live, on_stderr) if x is not None]
-        r = sb.exec(task.verifier.command, cwd="/verifier", env=env, timeout=task.verifier.timeout_s,
+        r = sb.exec(task.verifier.command, cwd=contract.VERIFIER, env=env, timeout=task.verifier.timeout_s,
                     max_output=4 << 20, on_output=_stderr_to(sinks))
     finally:
         if live is not None:
@@ -109,7 +121,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         (log_dir / "verifier.stdout").write_text(r.stdout)
     if r.timed_out:
         raise VerifierError(f"verifier timed out after {task.verifier.timeout_s:.0f} s")
-    fault = f"{HOST_FAULT_TAG} {token} "
+    fault = f"{contract.HOST_FAULT_TAG} {token} "
     for ln in r.stdout.splitlines():
         if ln.startswith(fault):
             try:
@@ -117,8 +129,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
             except json.JSONDecodeError:
                 why = ln[len(fault):]
             raise VerifierError(f"this host cannot run the task's programs: {why}")
-    prefix = f"{RESULT_TAG} {token} "
-    lines = [ln[len(prefix):] for ln in r.stdout.splitlines() if ln.startswith(prefix)]
+    lines = contract.result_payloads(r.stdout, token)
     if not lines:
         tail = r.stderr.strip()[-1500:]
         raise VerifierError(f"verifier printed no verdict (exit {r.returncode}): {tail}")
@@ -128,7 +139,7 @@ def grade(sb: Sandbox, task: TaskSpec, submission: Path, log_dir: Path | None = 
         result = VerifierResult.model_validate(json.loads(lines[0]))
     except (json.JSONDecodeError, ValidationError) as e:
         raise VerifierError(f"verifier printed an invalid verdict: {e}") from e
-    # secret until now; recorded so that a surprising verdict can be reproduced (RDBENCH_SECRET_SEED)
+    # secret until now; recorded so that a surprising verdict can be reproduced (`rdbench verify --seed`)
     result.details["secret_seed"] = seed
     return result
 

@@ -7,7 +7,7 @@ rules: the same seed for Model's and ModelNew's parameters, KernelBench's tolera
 output's dtype, at least 5 hidden input draws. An imported task's verify.py calls `main(HERE)`.
 
 verifier/problem.py    the problem file, unchanged
-verifier/problem.json  {"name", "draws", "cpu_sizes": {NAME: value}, "plausible_max"}: the
+verifier/problem.json  {"name", "draws", "cpu_sizes": {NAME: value}}: the
                        module-level size constants used without a GPU (the Triton interpreter)
 """
 
@@ -33,7 +33,7 @@ class ModuleProblem:
             self.text = f.read()
         self.name = self.config["name"]
         self.module, self.entry = MODULE, ENTRY
-        self.plausible_max = self.config.get("plausible_max", 20.0)
+        self.plausible_max = None  # task.toml's [scoring] plausible_max (the parameters file)
         self.draws = max(5, int(self.config.get("draws", 5)))
 
     def reference(self):

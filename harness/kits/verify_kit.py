@@ -1,8 +1,15 @@
 """rdbench verify kit: the timing and isolation discipline every task verifier uses.
 
 Stdlib only, Python 3.8+. The harness copies this file into every verifier sandbox as
-/verifier/verify_kit.py, next to the task's own verifier. Task verifiers import it and
-never re-implement any of it.
+/verifier/verify_kit.py, next to the task's own verifier and contract.py (the paths, names,
+result tag and parameters file the host and the kit share). Task verifiers import it and
+never re-implement any of it. What task.toml says (repeats, time limit, plausibility bound,
+the task's own [verifier.params]) comes from the parameters file: `params()`, `repeats()`,
+`param(NAME)`; no default is restated here.
+
+Every timed pair gets inputs of its own (`timed_pairs`): drawn from the secret seed, seen by
+no earlier run, so what a run leaves where no census looks (the page cache of a read-only
+file, CPU or device state) carries no answer to a later run.
 
 The threat model: the candidate is adversarial and has read this file. So
 - it runs as another user (uid 1000; the baseline as uid 1001) from a private copy of its
@@ -31,8 +38,9 @@ says so.
 """
 
 import ctypes
-import json
+import hashlib
 import os
+import pickle
 import random
 import resource
 import shutil
@@ -42,6 +50,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import contract
 
 #: The candidate's and the baseline's users (the image's uids 1000 and 1001; the local
 #: backend picks uids that no account of its host uses).
@@ -57,16 +67,46 @@ PASS_ENV = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ", "CUDA_VISIBLE_DEVICES"
 _PSEUDO_FS = {"proc", "sysfs", "cgroup", "cgroup2", "devpts", "mqueue", "securityfs", "debugfs", "tracefs",
               "bpf", "pstore", "configfs", "fusectl", "hugetlbfs", "binfmt_misc", "autofs", "nsfs"}
 
-#: When the verifier must be done (the harness passes its time limit): candidate runs are
-#: cut to what is left of it, so a slow candidate fails as timed out instead of making the
-#: whole verifier time out (which would be an infrastructure error, never scored).
 _STARTED = time.time()
-DEADLINE = (_STARTED + 0.9 * float(os.environ["RDBENCH_VERIFIER_TIMEOUT"]) - 5
-            if os.environ.get("RDBENCH_VERIFIER_TIMEOUT") else None)
-
-SUBMISSION = os.environ.get("RDBENCH_SUBMISSION", "/submission")
-BASELINE = os.environ.get("RDBENCH_BASELINE", "/baseline")
 LOCAL = os.environ.get("RDBENCH_LOCAL_SANDBOX") == "1"
+#: what the kit learns once per verification (its folders, the parameters, bubblewrap)
+_state = {}
+
+
+def log(msg):
+    sys.stderr.write(msg + "\n")
+    sys.stderr.flush()
+
+
+def params():
+    """The verification's parameters (contract.PARAMS: task.toml's [verifier] and [scoring],
+    written by the host beside this file; read once)."""
+    if "params" not in _state:
+        path = os.environ.get(contract.ENV_PARAMS) or os.path.join(
+            os.path.dirname(os.path.abspath(__file__)), contract.PARAMS_FILE)
+        with open(path) as f:
+            _state["params"] = contract.read_params(f.read())
+    return _state["params"]
+
+
+def param(name):
+    """A value the task declares in task.toml's [verifier.params] (KeyError if it does not)."""
+    return params().task_params[name]
+
+
+def __getattr__(name):
+    # kit.SUBMISSION, kit.BASELINE: where the candidate and the pristine workspace are, as
+    # this verifier sees them (read from the parameters when first asked for)
+    if name in ("SUBMISSION", "BASELINE"):
+        return getattr(params(), name.lower())
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+def deadline():
+    """When the verifier must be done (its time limit, with a margin): candidate runs are cut
+    to what is left of it, so a slow candidate fails as timed out instead of making the whole
+    verifier time out (which would be an infrastructure error, never scored)."""
+    return _STARTED + 0.9 * params().timeout_s - 5
 
 
 def isolated():
@@ -85,16 +125,16 @@ def isolation():
     return "local: own users, their processes, files and IPC removed after each run; network and host files shared"
 
 
-def repeats(default=5):
+def repeats():
     """Timed runs per program: the task's [verifier] repeats, or a --repeats override."""
-    return max(1, int(os.environ.get("RDBENCH_REPEATS", default)))
+    return params().repeats
 
 
 def secret_seed():
     """The per-verification secret seed, for hidden inputs. Never passed to programs under test."""
-    seed = os.environ.get("RDBENCH_SECRET_SEED")
+    seed = os.environ.get(contract.ENV_SEED)
     if seed is None:
-        seed = str(random.SystemRandom().getrandbits(63))
+        seed = _state.setdefault("seed", str(random.SystemRandom().getrandbits(63)))
     return int(seed)
 
 
@@ -103,8 +143,6 @@ class SubmissionError(Exception):
 
 
 # ---- the kit's own folders, and the census ----
-
-_state = {}
 
 
 def _kit_dir():
@@ -591,14 +629,8 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
     """
     _kit_dir()
     clipped = False
-    if uid == CANDIDATE_UID and DEADLINE is not None:
-        # what is left of the verifier's time, after the baseline runs still to come (half of
-        # it while no baseline run has been timed)
-        left = DEADLINE - time.time()
-        reserve = _state.get("reserve")
-        share = left - (0.5 * left if reserve is None else reserve)
-        if share < timeout:
-            timeout, clipped = max(share, 1.0), True
+    if uid == CANDIDATE_UID:
+        timeout, clipped = TIME_SHARE.candidate_timeout(timeout)
     if "bwrap_checked" not in _state:
         _state["bwrap_checked"] = True
         _find_bwrap()
@@ -663,8 +695,8 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
 
 
 #: The tag of the line saying that this host cannot run programs as the runs' users at all
-#: (harness/verify.py's HOST_FAULT_TAG): an infrastructure error, never a verdict.
-HOST_FAULT_TAG = "RDBENCH_HOST_FAULT"
+#: (contract.HOST_FAULT_TAG): an infrastructure error, never a verdict.
+HOST_FAULT_TAG = contract.HOST_FAULT_TAG
 #: What `check_host` runs as a run's user: a Python importing the modules named on its command
 #: line, saying whether torch sees a GPU.
 _CHECK = ("import importlib, json, sys\n"
@@ -706,7 +738,7 @@ def check_host(cmd, cwd):
             if seen is not True:
                 why = "torch sees a GPU as root but not as uid %d, the runs' user: check /dev/nvidia*" % uid
         if why:
-            token = os.environ.get("RDBENCH_RESULT_TOKEN", "-")
+            token = os.environ.get(contract.ENV_TOKEN, "-")
             sys.stdout.write("%s %s %s\n" % (HOST_FAULT_TAG, token, json.dumps(why)))
             sys.stdout.flush()
             sys.exit(4)
@@ -742,58 +774,148 @@ def aa_noise(times):
     return abs(1.0 - median(times[0::2]) / median(times[1::2]))
 
 
-def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None, baseline_first=False):
-    """Time two programs in randomised, interleaved order.
+class TimeShare(object):
+    """What a candidate run may take of the verifier's time limit: what is left of it, less
+    what the baseline runs still to come need (1.5x the slowest baseline run so far, each;
+    half of what is left while no baseline run has been timed). The timing loop says how many
+    baseline runs are to come and how long each took; `run` asks before each candidate run."""
 
-    `baseline` and `candidate` are callables returning (seconds, ok, note). Warm-up runs
-    count for correctness but not for time. Stops early, with ok False, at the candidate's
-    first wrong run. `baseline_first` fixes the order of the first pair only (when the
-    baseline's first run sets the candidate's target). Returns (baseline_s, candidate_s, ok, note)."""
-    rng = random.Random(seed)
+    def __init__(self):
+        self.baseline_left = None
+        self.baseline_max = None
+
+    def plan(self, baseline_runs):
+        self.baseline_left, self.baseline_max = baseline_runs, None
+
+    def baseline_ran(self, secs):
+        if self.baseline_left is not None:
+            self.baseline_left -= 1
+            self.baseline_max = max(self.baseline_max or 0.0, secs)
+
+    def candidate_timeout(self, timeout):
+        """(the run's time limit, cut to its share?)"""
+        left = deadline() - time.time()
+        reserve = 0.5 * left if self.baseline_max is None else self.baseline_left * 1.5 * self.baseline_max
+        share = left - reserve
+        return (max(share, 1.0), True) if share < timeout else (timeout, False)
+
+
+TIME_SHARE = TimeShare()
+
+
+def pair_rng(i):
+    """The random source of timed pair `i`'s inputs (see `timed_pairs`): seeded from the secret
+    seed and `i`; a verifier that times nothing draws its hidden inputs from pair_rng(0)."""
+    return random.Random("%d/pair/%d" % (secret_seed(), i))
+
+
+def _digest(inputs):
+    try:
+        blob = pickle.dumps(inputs, protocol=4)
+    except Exception:
+        blob = repr(inputs).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def timed_pairs(draw, baseline, candidate, warmup=1, judge=None, baseline_first=False, log=log):
+    """Time the baseline and the candidate in randomised, interleaved pairs, each pair on
+    inputs of its own: the task's [verifier] repeats timed pairs, after `warmup` untimed ones.
+
+    draw(rng) -> the inputs of one pair (and whatever the verifier needs to check them), made
+    from `rng`, a random.Random seeded from the secret seed and the pair's number. Every pair,
+    warm-ups included, gets its own draw, so no run sees inputs an earlier run saw: whatever
+    state a run manages to leave behind (the page cache, CPU or device state) carries no
+    answer to a later one. A draw equal to an earlier one stops the verifier (a broken
+    `draw`). Draws must cost the same (size, difficulty): the A/A noise figure compares
+    baseline runs on different draws. With task.toml's `[verifier] fresh_inputs = false`
+    the first draw serves every pair (and the verdict says so).
+
+    baseline(inputs), candidate(inputs) -> (seconds, ok, note): one run, checked. Stops
+    early, with ok False, at the candidate's first wrong run.
+    judge(inputs) -> (ok, note), optional: after both runs of a pair, the checks that need
+    both (the candidate against this pair's baseline result).
+    `baseline_first` fixes the order of the first pair only.
+    Returns (baseline_s, candidate_s, ok, note)."""
+    p, seed = params(), secret_seed()
+    _state["fresh_inputs"] = bool(p.fresh_inputs)
+    drawn = {}
+
+    def inputs(i):
+        if i and not p.fresh_inputs:
+            return drawn["first"]
+        x = draw(pair_rng(i))
+        digest = _digest(x)
+        if digest in drawn:
+            raise RuntimeError("draw() gave pair %d the inputs of pair %d: they must be fresh for each pair"
+                               % (i, drawn[digest]))
+        drawn[digest] = i
+        drawn.setdefault("first", x)
+        return x
+
+    return _pairs(inputs, baseline, candidate, p.repeats, warmup, random.Random("%d/order" % seed), log,
+                  baseline_first, judge)
+
+
+def interleaved(baseline, candidate, repeats, warmup=1, seed=0, log=None, baseline_first=False):
+    """Like `timed_pairs`, for a verifier that makes its own inputs: `baseline` and `candidate`
+    are callables of no argument; `repeats` timed pairs."""
+    return _pairs(lambda i: None, lambda _: baseline(), lambda _: candidate(), repeats, warmup,
+                  random.Random(seed), log, baseline_first, None)
+
+
+def _pairs(inputs, baseline, candidate, repeats, warmup, rng, log, baseline_first, judge):
     b_times, c_times = [], []
     total = warmup + repeats
-    b_done = 0
+    TIME_SHARE.plan(total)
     for i in range(total):
+        x = inputs(i)
         order = [("baseline", baseline), ("candidate", candidate)]
         rng.shuffle(order)
         if i == 0 and baseline_first:
             order.sort(key=lambda o: o[0] != "baseline")
+        secs = {}
         for name, fn in order:
-            # what run() keeps back of the time limit for the baseline runs still to come
-            if "baseline_max" in _state:
-                _state["reserve"] = (total - b_done) * 1.5 * _state["baseline_max"]
             # "baseline run 2/3": the live progress display shows the latest such line
             what = ("%s warm-up %d/%d" % (name, i + 1, warmup) if i < warmup
                     else "%s run %d/%d" % (name, i - warmup + 1, repeats))
             if log:
                 log(what)
-            secs, ok, note = fn()
+            secs[name], ok, note = fn(x)
             if name == "baseline":
-                b_done += 1
-                _state["baseline_max"] = max(_state.get("baseline_max", 0.0), secs)
+                TIME_SHARE.baseline_ran(secs[name])
             if log:
-                log("%s: %.3f s %s" % (what, secs, "ok" if ok else note))
+                log("%s: %.3f s %s" % (what, secs[name], "ok" if ok else note))
             if not ok:
                 if name == "candidate":
                     return b_times, c_times, False, note
                 raise RuntimeError("the baseline failed, so the verifier is broken: %s" % note)
-            if i >= warmup:
-                (b_times if name == "baseline" else c_times).append(secs)
+        if judge is not None:
+            ok, note = judge(x)
+            if not ok:
+                return b_times, c_times, False, note
+        if i >= warmup:
+            b_times.append(secs["baseline"])
+            c_times.append(secs["candidate"])
     return b_times, c_times, True, ""
 
 
 def speedup_verdict(baseline_s, candidate_s, ok, note="", plausible_max=None, details=None):
-    """The verifier's result object for a speedup task."""
+    """The verifier's result object for a speedup task. Values above `plausible_max` (None:
+    task.toml's [scoring] plausible_max) are flagged for review."""
     result = {
         "correct": bool(ok), "metric": "speedup", "value": None, "ci": None,
         "baseline_s": baseline_s, "candidate_s": candidate_s,
         "aa_noise": aa_noise(baseline_s),
         "details": dict(details or {}, isolated=isolated(), isolation=isolation()),
     }
+    if "fresh_inputs" in _state:
+        result["details"]["fresh_inputs"] = _state["fresh_inputs"]
     if ok and baseline_s and candidate_s:
         value = median(baseline_s) / median(candidate_s)
         result["value"] = value
         result["ci"] = bootstrap_ratio_ci(baseline_s, candidate_s)
+        if plausible_max is None:
+            plausible_max = params().plausible_max
         if plausible_max is not None and value > plausible_max:
             result["flagged"] = "speedup %.1fx is beyond this task's plausibility bound %.1fx: review it" % (
                 value, plausible_max)
@@ -872,11 +994,5 @@ def load_npz(path, shapes, dtypes, max_bytes, label="weights file"):
 
 def emit(result):
     """Send the verdict to the harness on the verifier's stdout, tagged with the run's token."""
-    token = os.environ.get("RDBENCH_RESULT_TOKEN", "-")
-    sys.stdout.write("RDBENCH_RESULT %s %s\n" % (token, json.dumps(result)))
+    sys.stdout.write(contract.result_line(os.environ.get(contract.ENV_TOKEN, "-"), result))
     sys.stdout.flush()
-
-
-def log(msg):
-    sys.stderr.write(msg + "\n")
-    sys.stderr.flush()

@@ -87,3 +87,42 @@ def test_scaffold_validates_as_generated(base_image, tmp_path):
     r = rdbench("tasks", "validate", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     assert "valid" in r.stdout and "oracle" in r.stdout and "nop" in r.stdout
+
+
+def test_schema_version_is_checked(task_dir):
+    assert load_task(task_dir).schema_version == 1
+    toml = task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace("schema_version = 1", "schema_version = 2"))
+    with pytest.raises(TaskError, match=r"task.toml: schema_version: .*reads schema_version 1 only"):
+        load_task(task_dir)
+
+
+@pytest.mark.parametrize("task", sorted(p.name for p in find_tasks(TASKS)))
+def test_every_shipped_task_declares_its_schema_and_draws_fresh_inputs(task):
+    text = (TASKS / task / "task.toml").read_text()
+    assert "schema_version = 1" in text
+    assert load_task(TASKS / task).verifier.fresh_inputs is True
+
+
+def test_validate_warns_about_a_task_without_fresh_inputs(task_dir):
+    r = rdbench("tasks", "validate", str(task_dir), "--schema-only")
+    assert r.returncode == 0 and "schema ok" in r.stdout and "warning" not in r.stdout, r.stdout
+    toml = task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace("fresh_inputs = true", "fresh_inputs = false"))
+    r = rdbench("tasks", "validate", str(task_dir), "--schema-only")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = " ".join(r.stdout.split())
+    assert "warning:" in out and "fresh_inputs = false" in out and "page cache" in out, r.stdout
+
+
+def test_scoring_tolerance_decides_validates_verdict(task_dir):
+    """`[scoring] tolerance` is what `tasks validate` allows the oracle and nop: editing it in
+    task.toml changes the verdict."""
+    from harness.validate import check
+    from results.records import TrialResult
+
+    oracle = TrialResult(task="demo", agent="oracle", trial=0, run_id="r", correct=True, value=3.0)
+    assert check(load_task(task_dir), oracle) is None  # reference 5.0, tolerance 0.5: at least 2.5
+    toml = task_dir / "task.toml"
+    toml.write_text(toml.read_text().replace("tolerance = 0.5", "tolerance = 0.3"))
+    assert "below reference" in check(load_task(task_dir), oracle)  # at least 3.5 now

@@ -83,3 +83,99 @@ def test_interleaved_baseline_first_fixes_only_the_first_pair():
     kit.interleaved(prog("b"), prog("c"), repeats=30, warmup=0, seed=3, baseline_first=True)
     assert calls[0] == "b"
     assert "c" in calls[2::2]  # later pairs are still shuffled
+
+
+# ---- the parameters file and fresh inputs for every timed pair ----
+
+import json  # noqa: E402
+
+import contract  # noqa: E402 - the in-sandbox copy of harness/kits/contract.py
+
+
+@pytest.fixture
+def params(tmp_path, monkeypatch):
+    """Point the kit at a parameters file of our own; returns a function that (re)writes it."""
+    path = tmp_path / contract.PARAMS_FILE
+
+    def write(**changes):
+        values = {"task": "t", "kind": "speedup", "submission": "/s", "baseline": "/b", "repeats": 4,
+                  "timeout_s": 300, "fresh_inputs": True, "plausible_max": 50.0, "tolerance": 0.3,
+                  "reference": 5.0, "base": 1.0, "task_params": {"n": 7}}
+        values.update(changes)
+        path.write_text(contract.write_params(values))
+        kit._state.pop("params", None)
+        kit._state.pop("fresh_inputs", None)
+
+    monkeypatch.setenv(contract.ENV_PARAMS, str(path))
+    monkeypatch.setenv(contract.ENV_SEED, "12345")
+    write()
+    yield write
+    kit._state.pop("params", None)
+    kit._state.pop("fresh_inputs", None)
+
+
+def recorder(seen, who):
+    def run(inputs):
+        seen.append((who, inputs))
+        return 1.0, True, ""
+    return run
+
+
+def test_the_kit_reads_the_parameters_file(params):
+    assert kit.repeats() == 4 and kit.param("n") == 7 and kit.BASELINE == "/b" and kit.SUBMISSION == "/s"
+    params(repeats=2, baseline="/elsewhere")
+    assert kit.repeats() == 2 and kit.BASELINE == "/elsewhere"
+    with pytest.raises(KeyError):
+        kit.param("undeclared")
+
+
+def test_a_parameters_file_with_a_missing_or_unknown_key_is_refused():
+    good = json.loads(contract.write_params({k: None for k in contract.PARAMS}))
+    with pytest.raises(contract.ContractError, match="missing \\['repeats'\\]"):
+        contract.read_params(json.dumps({k: v for k, v in good.items() if k != "repeats"}))
+    with pytest.raises(contract.ContractError, match="unknown \\['repeat'\\]"):
+        contract.write_params(dict(good, repeat=3))
+
+
+def test_every_pair_gets_its_own_draw_and_both_runs_of_a_pair_the_same(params):
+    seen = []
+    b, c, ok, _ = kit.timed_pairs(lambda rng: rng.getrandbits(64), recorder(seen, "b"), recorder(seen, "c"), warmup=1)
+    assert ok and len(b) == len(c) == 4
+    pairs = [seen[i:i + 2] for i in range(0, len(seen), 2)]
+    assert len(pairs) == 5 and all(p[0][1] == p[1][1] for p in pairs)  # a pair shares its inputs
+    assert len({p[0][1] for p in pairs}) == 5  # and no pair sees another's
+    again = []
+    kit.timed_pairs(lambda rng: rng.getrandbits(64), recorder(again, "b"), recorder(again, "c"), warmup=1)
+    assert sorted(x for _, x in again) == sorted(x for _, x in seen)  # the secret seed decides them
+    assert kit.speedup_verdict(b, c, ok)["details"]["fresh_inputs"] is True
+
+
+def test_a_draw_that_repeats_itself_stops_the_verifier(params):
+    with pytest.raises(RuntimeError, match="must be fresh"):
+        kit.timed_pairs(lambda rng: [1, 2, 3], lambda x: (1.0, True, ""), lambda x: (1.0, True, ""))
+
+
+def test_without_fresh_inputs_the_first_draw_serves_every_pair(params):
+    params(fresh_inputs=False)
+    seen = []
+    b, c, ok, _ = kit.timed_pairs(lambda rng: rng.getrandbits(64), recorder(seen, "b"), recorder(seen, "c"))
+    assert ok and len({x for _, x in seen}) == 1
+    assert kit.speedup_verdict(b, c, ok)["details"]["fresh_inputs"] is False
+
+
+def test_the_judge_sees_both_runs_of_a_pair(params):
+    def run(who):
+        def f(pair):
+            pair[who] = 1.0 if who == "b" else 1.1
+            return 1.0, True, ""
+        return f
+
+    b, c, ok, note = kit.timed_pairs(lambda rng: {"n": rng.random()}, run("b"), run("c"),
+                                     judge=lambda pair: (pair["c"] <= pair["b"] * 1.05, "too far"))
+    assert not ok and note == "too far" and c == []
+
+
+def test_the_plausibility_bound_is_the_tasks(params):
+    assert kit.speedup_verdict([1.0] * 3, [0.01] * 3, True)["flagged"]  # 100x > 50
+    params(plausible_max=500.0)
+    assert "flagged" not in kit.speedup_verdict([1.0] * 3, [0.01] * 3, True)

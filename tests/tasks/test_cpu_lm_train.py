@@ -12,11 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from harness.kits import contract
+from harness.task import load_task
+from harness.verify import params_text
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
 
 TASK = TASKS / "cpu-lm-train"
+#: the verifier's parameters with the pristine workspace at `baseline` (for verify.py imported by hand)
+PARAMS = lambda baseline: params_text(load_task(TASK), baseline=str(baseline)).encode()  # noqa: E731
 pytestmark = pytest.mark.slow
 
 
@@ -60,9 +65,11 @@ assert abs(ours - theirs) < 1e-9, (ours, theirs)
         sb.copy_in(TASK / "workspace", "/workspace")
         sb.copy_in(TASK / "verifier", "/verifier")
         sb.copy_in(Path(__file__).parents[2] / "harness", "/harness")
-        sb.exec("cp /harness/kits/verify_kit.py /verifier/")
+        sb.exec("cp /harness/kits/verify_kit.py /harness/kits/contract.py /verifier/")
+        sb.write_file("/tmp/params.json", PARAMS("/workspace"))
         sb.write_file("/tmp/check.py", script.encode())
-        r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={"RDBENCH_BASELINE": "/workspace"}, timeout=300)
+        r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={contract.ENV_PARAMS: "/tmp/params.json"},
+                    timeout=300)
         assert r.ok, r.stdout + r.stderr
 
 
@@ -190,7 +197,8 @@ except verify.BadWeights as e:
     print("refused:", e)
 '''
     root = Path(__file__).resolve().parents[2]
-    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness' / 'kits'}", "RDBENCH_BASELINE": str(TASK / "workspace"),
+    (tmp_path / "params.json").write_bytes(PARAMS(TASK / "workspace"))
+    env = {"PYTHONPATH": f"{TASK / 'verifier'}:{root / 'harness' / 'kits'}", contract.ENV_PARAMS: str(tmp_path / "params.json"),
            "PATH": "/usr/bin:/bin"}
     r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
@@ -232,3 +240,60 @@ def test_weights_cached_between_runs_do_not_survive(base_image, tmp_path):
     assert v["correct"] is True, v["details"].get("failure")
     assert v["ci"][0] < 1.5, v
     assert min(v["candidate_s"]) > 0.5 * min(v["baseline_s"]), v
+
+
+PAGECACHE = Path(__file__).parents[1] / "harness" / "submissions" / "pagecache"
+SEEN_BEFORE = r'''
+"""The page-cache channel of tests/harness/submissions/pagecache, adapted: train.py keeps
+the original training and marks, in the page cache of a read-only file, the corpus it was
+given; a run that finds its corpus marked by an earlier run has been given inputs another
+run saw, and says so by writing no weights (so the verdict would be incorrect). (Weights
+themselves are too big for the channel: one bit per page.)"""
+import hashlib, os, subprocess, sys
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, here)
+import pagecache
+
+key = "corpus-" + hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest()
+if pagecache.load(key) is not None:
+    sys.exit("this corpus was given to an earlier run")
+subprocess.run([sys.executable, os.path.join(here, "original_train.py"), sys.argv[1], sys.argv[2]], check=True)
+pagecache.save(key, b"seen")
+'''
+
+
+def short_task(tmp_path: Path, fresh_inputs: bool = True) -> Path:
+    """A copy of the task whose baseline trains 30 steps instead of 1200 (the verifier is the same)."""
+    task = tmp_path / "cpu-lm-train"
+    shutil.copytree(TASK, task)
+    train = task / "workspace" / "train.py"
+    assert "max_steps = 1200 " in train.read_text()
+    train.write_text(train.read_text().replace("max_steps = 1200 ", "max_steps = 30 "))
+    if not fresh_inputs:
+        toml = task / "task.toml"
+        toml.write_text(toml.read_text().replace("fresh_inputs = true", "fresh_inputs = false"))
+    return task
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize("fresh", [True, False], ids=["fresh inputs", "control: the same inputs"])
+def test_no_run_is_given_a_corpus_an_earlier_run_saw(base_image, tmp_path, fresh):
+    """With a new language for every pair, no candidate run finds its corpus marked in the
+    page cache by an earlier one; the control (`fresh_inputs = false`, every pair the first
+    pair's corpus, as before) shows the channel works: the second run finds it. On a copy of
+    the task with 30 training steps (about a minute each)."""
+    task = short_task(tmp_path, fresh)
+    sub = tmp_path / "submission"
+    shutil.copytree(task / "workspace", sub)
+    shutil.copy(sub / "train.py", sub / "original_train.py")
+    shutil.copy(PAGECACHE / "pagecache.py", sub / "pagecache.py")
+    (sub / "train.py").write_text(SEEN_BEFORE)
+    r = rdbench("verify", str(task), "--submission", str(sub), "--repeats", "3", timeout=1800)
+    assert r.returncode in (0, 3), r.stdout + r.stderr
+    v = json.loads(r.stdout)
+    assert v["details"]["fresh_inputs"] is fresh
+    if fresh:
+        assert v["correct"] is True and len(v["candidate_s"]) == 3, v["details"].get("failure")
+    else:
+        assert v["correct"] is False and "given to an earlier run" in v["details"]["failure"], v

@@ -17,7 +17,7 @@ import pytest
 
 from harness.cores import detect_gpus
 from harness.task import load_task
-from harness.verify import prepare
+from harness.verify import prepare, write_params
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
@@ -173,10 +173,10 @@ def drive_kit(base_image, docker_client, sub: Path, script: str, tag: str, task:
     """Run `script` as the verifier (root) in a verifier sandbox of `task` holding `sub`;
     return the JSON it printed after `tag`."""
     task = load_task(task)
-    config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g",
-                           env={"RDBENCH_REPEATS": "2", "RDBENCH_SUBMISSION": "/submission"})
+    config = SandboxConfig(image=base_image, role="verifier", workdir="/verifier", memory="4g")
     with DockerSandbox(config, docker_client) as sb:
         prepare(sb, task)
+        write_params(sb, task, repeats=2)
         sb.copy_in(sub, "/submission", owner=0, mode=0o700)
         sb.write_file("/verifier/driver.py", script.encode())
         r = sb.exec(["python3", "driver.py"], cwd="/verifier", timeout=900)

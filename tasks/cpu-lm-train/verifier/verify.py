@@ -1,14 +1,17 @@
 """Verifier of cpu-lm-train.
 
-1. From the secret seed, make a NEW language (its own lexicon and grammar, so weights
-   trained anywhere else are useless) and draw from it a training corpus and a held-out
-   text. The held-out text stays in a root-only folder.
+1. For every timed pair (baseline run i, candidate run i), from the secret seed, make a NEW
+   language (its own lexicon and grammar, so weights trained anywhere else, or by an
+   earlier run, are useless) and draw from it a training corpus and a held-out text. The
+   held-out text stays in the verifier's memory. Every language costs the same to train
+   on (same corpus size, same model), so the A/A figure still compares like with like.
 2. Run the baseline and the submission, each as its own user from a private copy, on the
-   training corpus, in interleaved repeats (the first pair baseline-first: its loss sets
-   the target). Time counted: the program's wall time, start to exit.
+   pair's training corpus, in randomised interleaved order. Time counted: the program's
+   wall time, start to exit.
 3. Load each weights file into this verifier's OWN forward pass (float64) and compute the
-   held-out loss. The submission is correct iff every one of its runs reaches
-   loss <= baseline loss x (1 + TOLERANCE), with weights of exactly the documented format.
+   held-out loss. The submission is correct iff in every pair its loss is at most the
+   pair's baseline loss x (1 + [verifier.params] loss_tolerance), with weights of exactly
+   the documented format.
 """
 
 import os
@@ -21,11 +24,9 @@ import verify_kit as kit
 sys.path.insert(0, kit.BASELINE)  # the task's pristine workspace: its data.py is trusted
 import data  # noqa: E402
 
-TOLERANCE = 0.02
 TRAIN_CHARS = 600_000
 HELDOUT_CHARS = 65_536
 MAX_WEIGHTS_BYTES = 16 << 20
-PLAUSIBLE_MAX = 500.0
 
 V, T, L, H, C = 32, 64, 2, 4, 64
 SHAPES = {"wte": (V, C), "wpe": (T, C), "lnf_g": (C,), "lnf_b": (C,), "head_w": (C, V)}
@@ -87,57 +88,57 @@ def heldout_loss(p, tokens):
     return total / (n * T)
 
 
-def main():
-    seed = kit.secret_seed()
-    lang = seed % (2 ** 31)
-    train_text = data.generate(lang, TRAIN_CHARS, text_seed=seed // 3 + 1)
-    heldout = data.generate(lang, HELDOUT_CHARS, text_seed=seed // 3 + 2)
-    heldout_tokens = np.array([data.ALPHABET.index(ch) for ch in heldout], dtype=np.int64)
-    private = kit.work_root()
-    corpus_master = os.path.join(private, "corpus.txt")
-    with open(corpus_master, "w") as f:
-        f.write(train_text)
-    losses = {"baseline": [], "candidate": []}
-    state = {"target": None, "baseline_s": None}
+def draw(rng):
+    """One pair's language: its training corpus, its held-out tokens, and the pair's losses."""
+    lang, text_seed = rng.getrandbits(31), rng.getrandbits(62)
+    heldout = data.generate(lang, HELDOUT_CHARS, text_seed=text_seed + 1)
+    return {"corpus": data.generate(lang, TRAIN_CHARS, text_seed=text_seed).encode(),
+            "heldout": np.array([data.ALPHABET.index(ch) for ch in heldout], dtype=np.int64), "loss": {}}
 
-    def attempt(which, src, uid):
+
+def main():
+    tolerance = kit.param("loss_tolerance")
+    losses = {"baseline": [], "candidate": []}
+    first = {}
+
+    def attempt(which, src, uid, pair):
         work = kit.stage(src, uid)
         try:
             corpus = os.path.join(work, "corpus.rdbench.txt")
-            with open(corpus_master, "rb") as fin:
-                kit.write_input(corpus, fin.read(), uid)
+            kit.write_input(corpus, pair["corpus"], uid)
             out = os.path.join(work, "weights.rdbench.npz")
-            timeout = 1800 if state["baseline_s"] is None else max(600.0, 3 * state["baseline_s"])
+            timeout = max(600.0, 3 * first["baseline_s"]) if first else 1800
             r = kit.run(["python3", "train.py", corpus, out], cwd=work, uid=uid, timeout=timeout)
+            if which == "baseline":
+                first.setdefault("baseline_s", r.wall_s)
             if not r.ok:
                 return r.wall_s, False, "train.py failed: " + r.describe()
             try:
-                loss = heldout_loss(load_weights(out), heldout_tokens)
+                loss = heldout_loss(load_weights(out), pair["heldout"])
             except BadWeights as e:
                 return r.wall_s, False, str(e)
             if not np.isfinite(loss):
                 return r.wall_s, False, "held-out loss is not finite"
             losses[which].append(loss)
-            if which == "baseline":
-                if state["target"] is None:
-                    state["target"], state["baseline_s"] = loss * (1 + TOLERANCE), r.wall_s
-                return r.wall_s, True, ""
-            if loss > state["target"]:
-                return r.wall_s, False, "held-out loss %.4f misses the target %.4f" % (loss, state["target"])
+            pair["loss"][which] = loss
             return r.wall_s, True, ""
         finally:
             kit.unstage(work)
 
-    b, c, ok, note = kit.interleaved(
-        lambda: attempt("baseline", kit.BASELINE, kit.BASELINE_UID),
-        lambda: attempt("candidate", kit.SUBMISSION, kit.CANDIDATE_UID),
-        repeats=kit.repeats(3), warmup=0, seed=seed, log=kit.log, baseline_first=True,
+    def judge(pair):
+        target = pair["loss"]["baseline"] * (1 + tolerance)
+        if pair["loss"]["candidate"] > target:
+            return False, "held-out loss %.4f misses the target %.4f" % (pair["loss"]["candidate"], target)
+        return True, ""
+
+    b, c, ok, note = kit.timed_pairs(
+        draw,
+        lambda pair: attempt("baseline", kit.BASELINE, kit.BASELINE_UID, pair),
+        lambda pair: attempt("candidate", kit.SUBMISSION, kit.CANDIDATE_UID, pair),
+        warmup=0, judge=judge,
     )
-    details = {
-        "target_loss": state["target"], "tolerance": TOLERANCE,
-        "baseline_loss": losses["baseline"], "candidate_loss": losses["candidate"],
-    }
-    kit.emit(kit.speedup_verdict(b, c, ok, note, plausible_max=PLAUSIBLE_MAX, details=details))
+    details = {"loss_tolerance": tolerance, "baseline_loss": losses["baseline"], "candidate_loss": losses["candidate"]}
+    kit.emit(kit.speedup_verdict(b, c, ok, note, details=details))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
 2. Load the weights into the task's own model code (the pristine workspace's model.py in
    /baseline, loaded by path: nothing is imported from /submission, so no file there can
    shadow a module), with the same architecture.
-3. From the secret seed, draw a hidden test set of each benchmark; greedy-decode it with
+3. From the secret seed (the kit's `pair_rng(0)`: a new draw at every grading), draw a
+   hidden test set of each benchmark; greedy-decode it with
    the submission, the base model (/baseline) and the reference fine-tune (reference.npz,
    beside this file); exact-match accuracy per benchmark.
 4. score = the benchmarks' weighted mean accuracy; value = the normalised score
@@ -24,7 +25,6 @@ import verify_kit as kit
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WEIGHTS = "weights.npz"
-N_ITEMS = 300               # hidden items per benchmark
 MAX_WEIGHTS_BYTES = 8 << 20
 MIN_GAP = 0.05              # reference - base below this: the verifier itself is broken
 
@@ -80,7 +80,7 @@ def bootstrap_ci(cand, base, ref, n=1000, seed=0):
 
 def main():
     torch.set_num_threads(len(os.sched_getaffinity(0)))
-    seed = kit.secret_seed()
+    seed = kit.pair_rng(0).getrandbits(62)
     try:
         cand_net = load_weights(os.path.join(kit.SUBMISSION, WEIGHTS))
     except BadWeights as e:
@@ -92,7 +92,7 @@ def main():
     hits = {"candidate": {}, "base": {}, "reference": {}}
     fingerprint = hashlib.sha256()
     for bench in data.BENCHMARKS:
-        items = data.items(bench, seed, N_ITEMS)
+        items = data.items(bench, seed, kit.param("items"))
         fingerprint.update(repr(items).encode())
         for who, net in (("candidate", cand_net), ("base", base_net), ("reference", ref_net)):
             hits[who][bench] = correct_per_item(net, items)
@@ -107,7 +107,7 @@ def main():
             b: float((cand[b].mean() - base[b].mean()) / (ref[b].mean() - base[b].mean()))
             if ref[b].mean() > base[b].mean() else None for b in data.BENCHMARKS},
         "normalised_unfloored": float(value),
-        "weights": data.WEIGHTS, "n_items": N_ITEMS, "test_set_sha256": fingerprint.hexdigest()[:16], "isolated": kit.isolated(),
+        "weights": data.WEIGHTS, "n_items": kit.param("items"), "test_set_sha256": fingerprint.hexdigest()[:16], "isolated": kit.isolated(),
     }
     kit.log("accuracy %s" % details["accuracy"])
     kit.emit({"correct": True, "metric": "normalised_score", "value": max(0.0, float(value)),

@@ -1,15 +1,20 @@
-"""Verifier: hidden inputs from the secret seed, exact answers, interleaved timing (see verify_kit)."""
-
-import random
+"""Verifier: hidden inputs from the secret seed, fresh for every timed pair, exact answers,
+interleaved timing (see verify_kit.timed_pairs). The time limits, repeats and plausibility
+bound are task.toml's: this file restates none of them."""
 
 import verify_kit as kit
 
+
+def draw(rng):
+    """One pair's input and its answer: a new N each time, of (nearly) the same cost."""
+    n = 2_500_000 + rng.randrange(50_000)
+    return n, sum(i * i for i in range(n)) % 1_000_003
 
 
 def attempt(src, uid, n, expected):
     work = kit.stage(src, uid)
     try:
-        r = kit.run(["python3", "program.py", str(n)], cwd=work, uid=uid, timeout=60)
+        r = kit.run(["python3", "program.py", str(n)], cwd=work, uid=uid, timeout=kit.param("run_timeout_s"))
         if not r.ok:
             return r.wall_s, False, r.describe()
         if r.stdout.strip() != str(expected):
@@ -20,14 +25,13 @@ def attempt(src, uid, n, expected):
 
 
 def main():
-    n = random.Random(kit.secret_seed()).randrange(2_000_000, 3_000_000)
-    expected = sum(i * i for i in range(n)) % 1_000_003
-    b, c, ok, note = kit.interleaved(
-        lambda: attempt(kit.BASELINE, kit.BASELINE_UID, n, expected),
-        lambda: attempt(kit.SUBMISSION, kit.CANDIDATE_UID, n, expected),
-        repeats=kit.repeats(), warmup=1, seed=kit.secret_seed(), log=kit.log,
+    b, c, ok, note = kit.timed_pairs(
+        draw,
+        lambda inputs: attempt(kit.BASELINE, kit.BASELINE_UID, *inputs),
+        lambda inputs: attempt(kit.SUBMISSION, kit.CANDIDATE_UID, *inputs),
+        warmup=1,
     )
-    kit.emit(kit.speedup_verdict(b, c, ok, note, plausible_max=1000.0))
+    kit.emit(kit.speedup_verdict(b, c, ok, note))
 
 
 if __name__ == "__main__":
