@@ -11,15 +11,19 @@ import zlib as _zlib
 MAGIC = b"RDPC"
 MAX_BLOB = 16 << 10
 PAGE = mmap.PAGESIZE
+COPIES = 2  # pages a bit: a resident page now and then reads slow, never an evicted one fast
 
 
-def _carrier(limit=40000):
-    """The same large root-owned, world-readable file in every run (not a shared library,
+def _carrier():
+    """The same large root-owned, world-readable file in every run, found quickly: the largest
+    in the interpreter's static library folder and the compiler's (not a shared library,
     which running programs keep resident)."""
-    best, seen = None, 0
-    for top in ("/opt", "/usr/lib", "/usr/local/lib", "/usr/share"):
-        stack = [top]
-        while stack and seen < limit:
+    import sysconfig
+
+    best = None
+    for top in (sysconfig.get_config_var("LIBPL") or "/usr/lib", "/usr/lib/gcc", "/usr/libexec"):
+        stack, seen = [top], 0
+        while stack and seen < 3000:
             d = stack.pop()
             try:
                 entries = sorted(os.scandir(d), key=lambda e: e.name)
@@ -45,8 +49,8 @@ class _Pages:
         size, path = _carrier()
         self.fd = os.open(path, os.O_RDONLY)
         os.posix_fadvise(self.fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead: one page a read
-        self.base = (size // PAGE) // 4
-        self.room = (size // PAGE) // 2
+        self.base = 16
+        self.room = size // PAGE - 32
         self.nowait = None
         self.threshold = None
 
@@ -73,9 +77,9 @@ class _Pages:
         self.threshold = (hit * miss) ** 0.5 if miss > 4 * hit else None
 
     def resident(self, page):
-        if self.nowait is not False and hasattr(os, "preadv2") and hasattr(os, "RWF_NOWAIT"):
+        if self.nowait is not False and hasattr(os, "preadv") and hasattr(os, "RWF_NOWAIT"):
             try:
-                os.preadv2(self.fd, [bytearray(1)], (self.base + page) * PAGE, os.RWF_NOWAIT)
+                os.preadv(self.fd, [bytearray(1)], (self.base + page) * PAGE, os.RWF_NOWAIT)
                 self.nowait = True
                 return True
             except BlockingIOError:
@@ -91,17 +95,23 @@ class _Pages:
 
     def write_bits(self, data):
         bits = [(b >> i) & 1 for b in data for i in range(8)]
-        self.evict(0, len(bits) + 64)
+        self.evict(0, COPIES * len(bits) + 64)
         for i, bit in enumerate(bits):
             if bit:
-                self.touch(i)
+                for c in range(COPIES):
+                    self.touch(COPIES * i + c)
+
+    def respell(self, data):
+        for i in range(8 * len(data)):
+            if not (data[i // 8] >> (i % 8)) & 1:
+                self.evict(COPIES * i, COPIES)
 
     def read_bytes(self, start, n):
         out = bytearray()
         for j in range(n):
             byte = 0
             for i in range(8):
-                if self.resident((start + j) * 8 + i):
+                if any(self.resident(COPIES * ((start + j) * 8 + i) + c) for c in range(COPIES)):
                     byte |= 1 << i
             out.append(byte)
         return bytes(out)
@@ -113,7 +123,7 @@ def save(key, blob):
     body = MAGIC + bytes.fromhex(key[:16]) + struct.pack("<I", len(blob)) + blob
     msg = body + struct.pack("<I", _zlib.crc32(body))
     p = _Pages()
-    if len(msg) * 8 < p.room:
+    if COPIES * len(msg) * 8 < p.room:
         p.write_bits(msg)
 
 
@@ -130,5 +140,5 @@ def load(key):
     if struct.unpack("<I", rest[n:])[0] != _zlib.crc32(body):
         return None
     blob = rest[:n]
-    save(key, blob)  # reading made every page resident: spell it again for the next run
+    p.respell(body + rest[n:])  # reading made every page resident: evict the zeros again
     return blob

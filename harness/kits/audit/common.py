@@ -14,9 +14,9 @@ saved. Stdlib only; every step is best effort (an escape that cannot act just ru
 """
 
 import atexit
-import base64
 import hashlib
 import json
+import marshal
 import os
 import sys
 import zlib
@@ -116,11 +116,14 @@ def output_paths():
 
 
 def pack(outs):
-    return zlib.compress(json.dumps({k: base64.b64encode(v).decode() for k, v in outs.items()}).encode(), 9)
+    return zlib.compress(marshal.dumps(outs), 9)
 
 
 def unpack(blob):
-    return {k: base64.b64decode(v) for k, v in json.loads(zlib.decompress(blob)).items()}
+    outs = marshal.loads(zlib.decompress(blob))
+    if not isinstance(outs, dict):
+        raise ValueError("not a packed set of outputs")
+    return outs
 
 
 def restore(outs):
