@@ -74,9 +74,12 @@ def tasks_audit(
     sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
     only: Optional[list[str]] = typer.Option(None, help="run only this escape (repeatable; --list names them)"),
     list_: bool = typer.Option(False, "--list", help="list the escapes that apply to the task, run nothing"),
+    format: str = typer.Option("table", "--format", help="table | json (the rows, on stdout)"),
 ):
-    """Run the catalogue of task-agnostic escapes against a task's verifier, each built from the
-    task's own starting point or oracle; exit 0 when every escape held (did not score), 1 otherwise."""
+    """Run task-agnostic escapes, built from the task's own starting point or oracle, against its
+    verifier. Exit 0 when every escape held (did not score), 1 otherwise."""
+    import dataclasses
+    import json
     import time
 
     from rich.markup import escape
@@ -86,6 +89,8 @@ def tasks_audit(
     from .audit_build import task_shape
     from .cli_support import containers, images_or_fail, load_tasks
 
+    if format not in ("table", "json"):
+        fail("--format is table or json")
     spec = load_tasks([task])[0]
     shape = task_shape(spec)
     try:
@@ -106,5 +111,10 @@ def tasks_audit(
     with containers(sandbox):
         rows = run_audit(spec, grader(spec, sandbox, image), [e.name for e in escapes], on_row=_progress)
     held = sum(r.held for r in rows)
-    _print_rows(rows, f"audit {spec.name}: {held}/{len(rows)} held ({time.monotonic() - t0:.0f} s)")
+    title = f"audit {spec.name}: {held}/{len(rows)} held ({time.monotonic() - t0:.0f} s)"
+    if format == "json":
+        err.print(title, highlight=False)
+        print(json.dumps([dataclasses.asdict(r) for r in rows]))
+    else:
+        _print_rows(rows, title)
     raise typer.Exit(0 if held == len(rows) else 1)
