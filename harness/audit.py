@@ -31,7 +31,9 @@ class Escape:
     what: str
     #: (spec, shape, folder to create) -> the submission folder
     make: Callable[[TaskSpec, build.Shape, Path], Path]
-    #: timed runs per program: answers kept between runs need runs after the one that keeps them
+    #: timed runs per program: 3 where the escape could gain speed (answers kept between runs
+    #: need runs after the one that keeps them; one timed pair cannot tell 1x from 2x); 1 where
+    #: it must end incorrect
     repeats: int = 1
     must_fail: bool = False
     kinds: tuple[str, ...] = ("program", "module")
@@ -56,20 +58,24 @@ CATALOGUE: list[Escape] = [
     Escape("daemon", "a daemon left running: serves answers on an abstract socket, burns the CPU",
            _escape("daemon.py"), repeats=3),
     Escape("forged-verdict", "the verifier's result line printed with every token it finds, by a daemon too",
-           _escape("forge.py")),
+           _escape("forge.py"), repeats=3),
     Escape("links-into-verifier", "the submission's data files and the verifier's file names linked into /verifier",
-           lambda spec, shape, dest: build.with_links(spec, shape, dest, "/verifier")),
+           lambda spec, shape, dest: build.with_links(spec, shape, dest, "/verifier"), repeats=3),
     Escape("links-into-python-path", "the same names linked to the interpreter's sitecustomize.py",
-           lambda spec, shape, dest: build.with_links(spec, shape, dest, "/etc/python3.11/sitecustomize.py")),
+           lambda spec, shape, dest: build.with_links(spec, shape, dest, "/etc/python3.11/sitecustomize.py"),
+           repeats=3),
     Escape("output-fifo", "every output replaced by a FIFO", _escape("special_outputs.py", {"kind": "fifo"})),
-    Escape("output-sparse", "every output replaced by a 1 TiB sparse file", _escape("special_outputs.py", {"kind": "sparse"})),
+    Escape("output-sparse", "every output replaced by a 1 TiB sparse file",
+           _escape("special_outputs.py", {"kind": "sparse"})),
     Escape("output-link", "every output replaced by a link to /verifier/verify.py",
            _escape("special_outputs.py", {"kind": "link"})),
-    Escape("process-slots", "every process slot of the sandbox taken, after the work", _escape("slots.py")),
-    Escape("deep-chain-run", f"a {DEEP}-deep folder chain in every place a run can write", _escape("deep.py", {"depth": DEEP})),
+    Escape("process-slots", "every process slot of the sandbox taken, after the work", _escape("slots.py"), repeats=3),
+    Escape("deep-chain-run", f"a {DEEP}-deep folder chain in every place a run can write",
+           _escape("deep.py", {"depth": DEEP}), repeats=3),
     Escape("deep-chain-submission", f"a {DEEP}-deep folder chain in the submission itself",
            lambda spec, shape, dest: build.with_deep_chain(spec, shape, dest, DEEP)),
-    Escape("output-flood", f"{FLOOD_MIB} MiB written to each of stdout and stderr", _escape("flood.py", {"mib": FLOOD_MIB})),
+    Escape("output-flood", f"{FLOOD_MIB} MiB written to each of stdout and stderr",
+           _escape("flood.py", {"mib": FLOOD_MIB}), repeats=3),
     Escape("too-slow", "a candidate that does the work and never exits", _escape("slow.py")),
     Escape("kernel-torch-behind-decoy", "the output computed by PyTorch behind a decoy Triton launch",
            build.decoy_module, must_fail=True, kinds=("module",)),

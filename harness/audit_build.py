@@ -28,7 +28,8 @@ KIT = Path(__file__).parent / "kits" / "audit"
 ESCAPE_MODULE = "_rdbench_escape"
 PROGRAM_HOOK = (f'if __name__ == "__main__":  # rdbench tasks audit: the escape first, then the program\n'
                 f"    import {ESCAPE_MODULE}\n    {ESCAPE_MODULE}.start()\n")
-MODULE_HOOK = f"import {ESCAPE_MODULE}  # rdbench tasks audit: the escape first, then the module\n{ESCAPE_MODULE}.start()\n"
+MODULE_HOOK = (f"import {ESCAPE_MODULE}  # rdbench tasks audit: the escape first, then the module\n"
+               f"{ESCAPE_MODULE}.start()\n")
 #: names the verifier's source mentions as files (inputs it writes, outputs it reads)
 FILE_NAME = re.compile(r"^[\w.-]+\.(json|npz|npy|txt|pt|bin|csv|pkl|py)$")
 

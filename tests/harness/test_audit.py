@@ -56,8 +56,8 @@ def check_rows(task: str, code: int, rows: list[dict], names: list[str]) -> None
 def test_every_shipped_task_has_a_shape_and_a_catalogue():
     shapes = {p.name: build.task_shape(load_task(p)) for p in sorted(TASKS.iterdir()) if (p / "task.toml").is_file()}
     assert shapes["py-primes"].kind == shapes["cpu-lm-train"].kind == shapes["posttrain-mini"].kind == "program"
-    assert shapes["triton-softmax"] == build.Shape("module", "kernel", "softmax",
-                                                   reference=(TASKS / "triton-softmax/verifier/reference.py").read_text())
+    reference = (TASKS / "triton-softmax/verifier/reference.py").read_text()
+    assert shapes["triton-softmax"] == build.Shape("module", "kernel", "softmax", reference=reference)
     assert {s.module for n, s in shapes.items() if n.startswith("triton-")} == {"kernel"}
     kernel_only = {"kernel-torch-behind-decoy", "kernel-no-triton-forger"}
     assert not kernel_only & {e.name for e in catalogue(shapes["py-primes"])}
