@@ -147,8 +147,9 @@ def run_escape(spec: TaskSpec, shape: build.Shape, escape: Escape, grade: Callab
         sub = escape.make(spec, shape, dest)
         v = grade(sub, escape.repeats)
     except (VerifierError, SandboxError) as e:
-        return Row(escape.name, "infra", None, None, False, str(e).strip().splitlines()[-1][:300] if str(e).strip()
-                   else type(e).__name__, time.monotonic() - t0)
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        why = lines[0][:150] + (f" ... {lines[-1][:150]}" if len(lines) > 1 else "")
+        return Row(escape.name, "infra", None, None, False, why, time.monotonic() - t0)
     except Exception as e:  # noqa: BLE001 - a crash of rdbench itself is what this row reports
         where = traceback.extract_tb(e.__traceback__)[-1]
         return Row(escape.name, "crash", None, None, False, f"{type(e).__name__}: {str(e)[:200]} "
