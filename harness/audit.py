@@ -126,7 +126,7 @@ def judge(spec: TaskSpec, escape: Escape, v: VerifierResult) -> tuple[bool, str]
     if escape.must_fail:
         return False, "judged correct: the verifier accepted it"
     if v.value is None:
-        return True, str(v.details.get("unavailable") or "correct, no value measured")
+        return True, str(v.details.get("unavailable") or "correct, no value measured").split(";")[0]
     low = v.ci[0] if v.ci else v.value
     bound = no_gain_bound(spec)
     if low <= bound:
