@@ -139,6 +139,7 @@ def run_escape(spec: TaskSpec, shape: build.Shape, escape: Escape, grade: Callab
     """Build one escape's submission, grade it (`grade(folder, repeats)`), judge the verdict."""
     from sandbox import SandboxError
 
+    from .api import ApiError
     from .verify import VerifierError
 
     t0 = time.monotonic()
@@ -146,7 +147,7 @@ def run_escape(spec: TaskSpec, shape: build.Shape, escape: Escape, grade: Callab
     try:
         sub = escape.make(spec, shape, dest)
         v = grade(sub, escape.repeats)
-    except (VerifierError, SandboxError) as e:
+    except (VerifierError, SandboxError, ApiError) as e:
         lines = str(e).strip().splitlines() or [type(e).__name__]
         why = lines[0][:150] + (f" ... {lines[-1][:150]}" if len(lines) > 1 else "")
         return Row(escape.name, "infra", None, None, False, why, time.monotonic() - t0)
@@ -193,18 +194,11 @@ def table(rows: list[Row], title: str):
     return t
 
 
-def grader(spec: TaskSpec, backend_name: str, image: str) -> Callable[[Path, int], VerifierResult]:
-    """Grade a folder as `rdbench verify` does: a fresh verifier sandbox, on the task's cores held
-    machine-wide (agent sandboxes on them frozen meanwhile), `repeats` timed runs."""
-    from sandbox import get_backend
-
-    from .cores import CorePool
-    from .verify import quiet, verify_folder
-
-    pool, backend = CorePool(), get_backend(backend_name)
+def grader(spec: TaskSpec, backend_name: str) -> Callable[[Path, int], VerifierResult]:
+    """Grade a folder as `rdbench verify` does (harness.api.verify: a fresh verifier sandbox, on the
+    task's cores held machine-wide, agent sandboxes on them frozen meanwhile), `repeats` timed runs."""
+    from . import api
 
     def grade(folder: Path, repeats: int) -> VerifierResult:
-        with pool.exclusive(spec.resources.cpus) as cpuset, quiet(backend, cpuset, pool):
-            return verify_folder(spec, folder, backend=backend, image=image, cpuset=cpuset, repeats=repeats,
-                                 labels={"rdbench.audit": spec.name})
+        return api.verify(spec.path, folder, sandbox=backend_name, repeats=repeats, log=lambda msg: None)
     return grade

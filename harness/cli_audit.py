@@ -56,7 +56,7 @@ def tasks_validate(
         problems, results = validate_task(spec, images, Path(tmp), sandbox)
         if audit:
             t0 = time.monotonic()
-            found, rows = audit_task(spec, images[spec.name], sandbox, on_row=_progress)
+            found, rows = audit_task(spec, sandbox, on_row=_progress)
             problems += found
     print_summary(results, f"validate {spec.name}")
     if audit:
@@ -105,11 +105,11 @@ def tasks_audit(
             t.add_row(e.name, escape(e.what), str(e.repeats), "incorrect" if e.must_fail else "incorrect or no gain")
         console.print(t)
         return
-    image = images_or_fail([spec], sandbox)[spec.name]
+    images_or_fail([spec], sandbox)  # built (or refused) once, before the first escape
     err.print(f"audit {spec.name}: {len(escapes)} escape(s), one verification each", highlight=False)
     t0 = time.monotonic()
     with containers(sandbox):
-        rows = run_audit(spec, grader(spec, sandbox, image), [e.name for e in escapes], on_row=_progress)
+        rows = run_audit(spec, grader(spec, sandbox), [e.name for e in escapes], on_row=_progress)
     held = sum(r.held for r in rows)
     title = f"audit {spec.name}: {held}/{len(rows)} held ({time.monotonic() - t0:.0f} s)"
     if format == "json":

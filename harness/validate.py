@@ -45,11 +45,11 @@ def validate_task(spec: TaskSpec, images: dict[str, str], out: Path, backend: st
     return problems, results
 
 
-def audit(spec: TaskSpec, image: str, backend: str,
+def audit(spec: TaskSpec, backend: str,
           on_row: Callable[[int, int, "Row"], None] | None = None) -> tuple[list[str], list["Row"]]:
     """`tasks validate --audit`: the escape catalogue (harness/audit.py) against the task's verifier;
     a problem for each escape that did not hold."""
     from .audit import grader, run_audit
 
-    rows = run_audit(spec, grader(spec, backend, image), on_row=on_row)
+    rows = run_audit(spec, grader(spec, backend), on_row=on_row)
     return [f"audit: {r.escape} did not hold ({r.verdict}): {r.reason}" for r in rows if not r.held], rows
