@@ -11,6 +11,7 @@ import typer
 
 from results.providers import model_help, self_hosted
 
+from .cli_audit import SANDBOX_HELP, tasks_audit, tasks_validate
 from .cli_images import images_app
 from .cli_support import TASKS_ROOT, console, err, fail
 
@@ -21,12 +22,12 @@ app.add_typer(tasks_app, name="tasks")
 app.add_typer(images_app, name="images")
 import_app = typer.Typer(help="Import task folders from other suites.", no_args_is_help=True)
 tasks_app.add_typer(import_app, name="import")
+tasks_app.command("validate")(tasks_validate)
+tasks_app.command("audit")(tasks_audit)
 results_app = typer.Typer(help="Per task x model figures from the results index; `results import` rebuilds it.",
                           invoke_without_command=True)
 app.add_typer(results_app, name="results")
 
-SANDBOX_HELP = ("docker (isolated) or local (no isolation: for machines without Docker); fake: tests and "
-                "development only")
 DB_HELP = "the results index (default: $RDBENCH_DB, else results.db beside the run folders: runs/results.db)"
 REPEATS_HELP = "timed runs per program (default: the task's [verifier] repeats; fewer is quicker and noisier)"
 EXECUTOR_HELP = "local (this machine; the default) or ray (a Ray cluster: pip install -e '.\\[ray]')"  # escaped for rich
@@ -142,37 +143,6 @@ def tasks_list(root: Path = typer.Option(TASKS_ROOT, help="folder of task folder
                       t.description)
     console.print(table)
     raise typer.Exit(1 if bad else 0)
-
-
-@tasks_app.command("validate")
-def tasks_validate(
-    path: Path,
-    sandbox: str = typer.Option("docker", help=SANDBOX_HELP),
-    schema_only: bool = typer.Option(False, help="check task.toml and the folder layout only"),
-):
-    """Check a task: the schema, then that the oracle reaches its reference and nop stays at the base."""
-    import tempfile
-
-    from .cli_support import containers, images_or_fail, print_summary
-    from .task import TaskError, load_task
-    from .validate import schema_report, validate_task
-
-    try:
-        spec = load_task(path)
-    except TaskError as e:
-        fail(str(e), 1)
-    console.print(schema_report(spec), highlight=False)
-    if schema_only:
-        return
-    images = images_or_fail([spec], sandbox)
-    with containers(sandbox), tempfile.TemporaryDirectory(prefix="rdbench-validate-") as tmp:
-        problems, results = validate_task(spec, images, Path(tmp), sandbox)
-    print_summary(results, f"validate {spec.name}")
-    for p in problems:
-        err.print(f"[red]problem:[/] {p}", highlight=False)
-    if problems:
-        raise typer.Exit(1)
-    console.print(f"[green]valid[/]: {spec.name}")
 
 
 @tasks_app.command("new")

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 from results.records import AgentSpec, RunConfig, TrialResult
 
 from .run import create_run, execute, new_run_id
 from .task import TaskSpec
+
+if TYPE_CHECKING:
+    from .audit import Row
 
 
 def warnings(spec: TaskSpec) -> list[str]:
@@ -54,3 +58,13 @@ def validate_task(spec: TaskSpec, images: dict[str, str], out: Path, backend: st
         if problem:
             problems.append(problem)
     return problems, results
+
+
+def audit(spec: TaskSpec, backend: str,
+          on_row: Callable[[int, int, "Row"], None] | None = None) -> tuple[list[str], list["Row"]]:
+    """`tasks validate --audit`: the escape catalogue (harness/audit.py) against the task's verifier;
+    a problem for each escape that did not hold."""
+    from .audit import grader, run_audit
+
+    rows = run_audit(spec, grader(spec, backend), on_row=on_row)
+    return [f"audit: {r.escape} did not hold ({r.verdict}): {r.reason}" for r in rows if not r.held], rows
