@@ -383,13 +383,61 @@ def _as_user(uid, fn):
     os.waitpid(pid, 0)
 
 
-def kill_user(uid):
-    """Kill every process of `uid`, including daemons that left the process group. As root,
-    pid by pid: no fork, so a run that took every process slot of the sandbox cannot stop it
-    (and frees them all). Each round stops every process found before killing it, so none
-    forks again meanwhile; what was forked during a round is found by the next."""
+class Killer:
+    """A root process forked before a run (while the sandbox still has process slots) that, told
+    to, becomes the run's user and sends SIGKILL to every other process of that user at once:
+    kill(-1) as that user, which the kernel delivers under its task-list lock, so no process of
+    the run forks past it (a fork with a fatal signal pending fails). A run whose processes keep
+    retaking every slot that frees outruns any kill pid by pid; this one it cannot."""
+
+    def __init__(self, uid):
+        self.pid = None
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:  # no slot: kill_user's pid-by-pid rounds remain
+            os.close(r)
+            os.close(w)
+            return
+        if pid == 0:
+            try:
+                os.close(w)
+                os.read(r, 1)  # the word, or the kit gone (then too)
+                os.setgroups([])
+                os.setresgid(uid, uid, uid)
+                os.setresuid(uid, uid, uid)
+                for _ in range(3):
+                    try:
+                        os.kill(-1, signal.SIGKILL)  # every process of uid in this pid namespace but this one
+                    except OSError:
+                        pass
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.pid, self._word = pid, w
+
+    def fire(self):
+        if self.pid is None:
+            return
+        try:
+            os.write(self._word, b"k")
+        except OSError:
+            pass
+        os.close(self._word)
+        os.waitpid(self.pid, 0)
+        self.pid = None
+
+
+def kill_user(uid, killer=None):
+    """Kill every process of `uid`, including daemons that left the process group: first at
+    once through `killer` (a Killer forked before the run), then, as root, pid by pid: no fork,
+    so a run that took every process slot of the sandbox cannot stop it (and frees them all).
+    Each round stops every process found before killing it, so none forks again meanwhile;
+    what was forked during a round is found by the next."""
     if not isolated():
         return
+    if killer is not None:
+        killer.fire()
     for _ in range(500):
         pids = _procs_of(uid)
         if not pids:
@@ -649,6 +697,7 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
         if LOCAL:
             kwargs["preexec_fn"] = _limit_procs
     timed_out = False
+    killer = Killer(uid) if isolated() else None  # forked while the sandbox has slots
     helper, out, err, (out_path, err_path) = _capture(logs, max_output)
     try:
         start = time.perf_counter()
@@ -667,7 +716,7 @@ def run(cmd, cwd, uid, timeout, env=None, max_output=1 << 16):
             pass
         rc = proc.wait()
     wall = time.perf_counter() - start
-    kill_user(uid)
+    kill_user(uid, killer)
     if not isolated():  # at least the process group
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -250,6 +250,7 @@ print("TIMING " + json.dumps({"b": b, "c": c, "ok": ok, "note": note, "runs": ru
 """
 
 
+@pytest.mark.docker
 @pytest.mark.slow
 @pytest.mark.extended  # ~150 s here (torch.compile on the CPU); tests/tasks/test_kernels.py checks the shared path
 def test_the_timing_path_draws_fresh_inputs_for_every_pair(imported, base_image, docker_client, tmp_path):
