@@ -254,7 +254,8 @@ class _Handler(BaseHTTPRequestHandler):
             line = self.rfile.readline(len(self.gw.preamble))
             if not hmac.compare_digest(line, self.gw.preamble):
                 self.read = True
-                return self.refuse(403, "rdbench gateway: this socket serves its own trial's sandbox only")
+                self.refuse(403, "rdbench gateway: this socket serves its own trial's sandbox only")
+                return self.linger()
             self.handle_one_request()
         except FramingError as e:
             self.read = True
@@ -266,6 +267,19 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         finally:
             self.gw._pool.give(self.held[0])
+
+    def linger(self, seconds: float = 2.0, most: int = 1 << 16) -> None:
+        """After a refusal of what was not read: no more writes, then read (a bounded amount, for
+        a bounded time) until the client hangs up, so that it hears the answer instead of a
+        broken pipe on the request it was still sending."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(seconds)
+            while most > 0 and (chunk := self.connection.recv(min(most, 4096))):
+                most -= len(chunk)
+        except OSError:
+            pass
 
     def refuse(self, status: int, message: str) -> None:
         if not self.read:  # read what was sent: the client hears the answer, not a reset
