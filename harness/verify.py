@@ -27,9 +27,11 @@ from .cores import CorePool, GpuPool
 from .kits import contract
 from .task import TaskSpec
 
-#: The in-sandbox kits, copied beside every task's verifier: the timing and isolation
-#: discipline (verify_kit.py), and the shared verifier of kernel tasks (kernel_kit.py and its
-#: candidate-side half kernel_runner.py, used by tasks/triton-*). Read when a verifier
+#: The in-sandbox kits, every kits/*.py copied flat beside every task's verifier (they import
+#: each other by bare name). Run by root: verify_kit.py (timing, verdicts; re-exports
+#: root_params.py, root_staging.py, root_processes.py), kernel_kit.py and kernelbench_kit.py;
+#: by the candidate's user: candidate_runner.py; by the witness: witness_replay.py; shared:
+#: contract.py (also the host's), kernel_cases.py, kernel_module.py. Read when a verifier
 #: sandbox is prepared, never at import.
 KITS_DIR = Path(__file__).parent / "kits"
 

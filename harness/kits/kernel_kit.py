@@ -1,7 +1,8 @@
 """rdbench kernel kit: the one verifier of GPU kernel (Triton) tasks, the root half.
 
-The harness copies this file and kernel_runner.py (the half that runs as the candidate's
-user: the runner and the witness) into every verifier sandbox, beside verify_kit.py. A
+The harness copies this file, candidate_runner.py (run as the candidate's user), witness_replay.py
+(run as the witness) and kernel_cases.py (what all three share) into every verifier sandbox,
+beside verify_kit.py. A
 kernel task's verify.py describes its problem (`Problem`: hidden cases, tolerances, a
 PyTorch reference) and calls `main(problem)`. The design, the exploits it stops and what it
 does not stop: kernel_kit.md.
@@ -21,8 +22,8 @@ import tempfile
 
 import torch
 
-import kernel_runner
-from kernel_runner import (  # noqa: F401 - the names task verifiers use as kernel_kit.X
+import kernel_cases
+from kernel_cases import (  # noqa: F401 - the names task verifiers use as kernel_kit.X
     DTYPES, MAX_LAUNCHES, MAX_REPORT_BYTES, RUN_TIMEOUT_S, describe, make_args, make_case, new_out, row_shapes,
     scalar, tensor, twice)
 
@@ -132,8 +133,9 @@ class Verifier:
         # the runner script, world-readable, in the kit's folder (0711; bubblewrap binds it back over /tmp)
         self.public = tempfile.mkdtemp(prefix="rdbench-kernel-runner-", dir=kit._kit_dir())
         os.chmod(self.public, 0o755)
-        for script in ("kernel_runner.py", "kernel_module.py"):  # the runner, and what it shares on nn.Module problems
-            shutil.copy(os.path.join(os.path.dirname(os.path.abspath(kernel_runner.__file__)), script),
+        for script in ("candidate_runner.py", "witness_replay.py", "kernel_cases.py", "kernel_module.py"):
+            # the runner, the witness, what they share, and what they share on nn.Module problems
+            shutil.copy(os.path.join(os.path.dirname(os.path.abspath(kernel_cases.__file__)), script),
                         os.path.join(self.public, script))
             os.chmod(os.path.join(self.public, script), 0o644)
         self.ref_fn = problem.reference()
@@ -220,7 +222,7 @@ class Verifier:
             env["TRITON_INTERPRET"] = "1"
         if "CUDA_DEVICE_ORDER" in os.environ:
             env["CUDA_DEVICE_ORDER"] = os.environ["CUDA_DEVICE_ORDER"]
-        cmd = [sys.executable, "-s", os.path.join(self.public, "kernel_runner.py")] + (["--witness"] if witness else [])
+        cmd = [sys.executable, "-s", os.path.join(self.public, "witness_replay.py" if witness else "candidate_runner.py")]
         self.processes[role] += 1
         try:
             r = self.kit.run(cmd + [job_path], cwd=work, uid=uid, timeout=RUN_TIMEOUT_S, env=env)

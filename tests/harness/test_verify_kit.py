@@ -6,11 +6,9 @@ import random
 
 import pytest
 
-import sys
-from pathlib import Path
+from tests.kits import KITS, kit_imports, load_kit
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "harness" / "kits"))
-import verify_kit as kit  # noqa: E402 - an in-sandbox kit, not a host module
+kit = load_kit("verify_kit")  # an in-sandbox kit, not a host module
 
 
 def test_median():
@@ -89,7 +87,7 @@ def test_interleaved_baseline_first_fixes_only_the_first_pair():
 
 import json  # noqa: E402
 
-import contract  # noqa: E402 - the in-sandbox copy of harness/kits/contract.py
+contract = load_kit("contract")  # the in-sandbox copy of harness/kits/contract.py
 
 
 @pytest.fixture
@@ -179,3 +177,39 @@ def test_the_plausibility_bound_is_the_tasks(params):
     assert kit.speedup_verdict([1.0] * 3, [0.01] * 3, True)["flagged"]  # 100x > 50
     params(plausible_max=500.0)
     assert "flagged" not in kit.speedup_verdict([1.0] * 3, [0.01] * 3, True)
+
+
+# ---- the kits' files: named by who runs them, each small, each import copied in ----
+
+RUN_BY = {"root": ("verify_kit", "root_params", "root_staging", "root_processes", "kernel_kit", "kernelbench_kit"),
+          "candidate": ("candidate_runner",), "witness": ("witness_replay",),
+          "shared": ("contract", "kernel_cases", "kernel_module")}
+
+
+def test_every_kit_is_named_for_who_runs_it_and_under_600_lines():
+    files = {p.stem: p for p in KITS.glob("*.py")}
+    assert sorted(files) == sorted(n for names in RUN_BY.values() for n in names)
+    for name, path in files.items():
+        assert len(path.read_text().splitlines()) <= 600, name
+
+
+def test_what_a_kit_imports_is_copied_beside_it():
+    """prepare() copies every kits/*.py flat into /verifier; the kernel kit copies the runner, the
+    witness and what they import into the candidate's folder: nothing either imports is left out."""
+    import re
+
+    public = re.search(r"for script in \(([^)]*)\)", (KITS / "kernel_kit.py").read_text()).group(1)
+    copied = {s.strip().strip('"')[:-3] for s in public.split(",") if s.strip()}
+    assert {"candidate_runner", "witness_replay"} <= copied
+    for script in copied:
+        lazy = {"kernel_module"}  # imported inside the nn.Module runners, copied all the same
+        assert set(kit_imports(KITS / f"{script}.py")) | lazy <= copied, script
+
+
+def test_the_kit_reexports_its_parts():
+    """`kit.X` reaches every name of the root modules verify_kit is split into."""
+    for part in ("root_params", "root_staging", "root_processes"):
+        module = load_kit(part)
+        for name, value in vars(module).items():
+            if not name.startswith("__") and name not in ("contract",) and not isinstance(value, type(kit)):
+                assert getattr(kit, name) is value, (part, name)

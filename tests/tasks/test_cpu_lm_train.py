@@ -65,7 +65,7 @@ assert abs(ours - theirs) < 1e-9, (ours, theirs)
         sb.copy_in(TASK / "workspace", "/workspace")
         sb.copy_in(TASK / "verifier", "/verifier")
         sb.copy_in(Path(__file__).parents[2] / "harness", "/harness")
-        sb.exec("cp /harness/kits/verify_kit.py /harness/kits/contract.py /verifier/")
+        sb.exec("cp /harness/kits/*.py /verifier/")  # the kits, flat, as prepare() copies them
         sb.write_file("/tmp/params.json", PARAMS("/workspace"))
         sb.write_file("/tmp/check.py", script.encode())
         r = sb.exec(["python3", "/tmp/check.py"], cwd="/workspace", env={contract.ENV_PARAMS: "/tmp/params.json"},

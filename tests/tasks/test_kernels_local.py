@@ -37,8 +37,9 @@ def readable_python() -> Path:
     """The bin/ of a venv of /usr/bin/python3 (pip and setuptools in it) with the base image's
     wheels, that every user may run (built once per machine; a hash of the wheels names it)."""
     from sandbox.images import download_wheels
+    from sandbox.wheels import torch_build
 
-    wheels = download_wheels(lambda m: print(m, file=sys.stderr))
+    wheels = download_wheels(torch_build("cpu"), lambda m: print(m, file=sys.stderr))
     venv = READABLE / f"python-{wheels.name}-2"
     if (venv / "ok").exists():
         return venv / "bin"
