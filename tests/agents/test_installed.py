@@ -62,7 +62,7 @@ def _run(tmp_path, agent, model, steps, env, *extra, repeat_last=False):
     # the gateway's folder is removed after the copy-out (which would make Docker create it again)
     cli = next(e for e in _events(d) if e["type"] == "cli")
     assert not Path(cli["gateway"]).parent.exists(), cli["gateway"]
-    family = "anthropic" if agent == "claude-code" else "openai"
+    family = "messages" if agent == "claude-code" else "completions"  # the wire families
     assert all(provider_tools(family, body) == [] for _, body in api.requests), "a provider-side tool was sent"
     return api, trial, d, r
 
