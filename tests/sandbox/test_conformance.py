@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 import time
+import uuid
 import warnings
 
 import pytest
@@ -47,16 +49,19 @@ def test_missing_program_is_data_not_exception(sb):
 
 def test_timeout_kills_whole_process_tree(sb):
     # a child that left the process group (own session) and a grandchild, each of which
-    # would touch a file after the timeout
-    script = ("setsid bash -c 'sleep 3.01; touch /tmp/rdb-survivor' & "
-              "bash -c '(sleep 3.01; touch /tmp/rdb-survivor2) & wait' & sleep 30")
+    # would touch a file after the timeout (names and sleep unique to this test: the local and
+    # fake backends share the host's /tmp and process table with other tests)
+    tag = uuid.uuid4().hex[:8]
+    nap = f"5.{random.randrange(100, 1000)}"
+    script = (f"setsid bash -c 'sleep {nap}; touch /tmp/rdb-survivor-{tag}' & "
+              f"bash -c '(sleep {nap}; touch /tmp/rdb-survivor2-{tag}) & wait' & sleep 30")
     t = time.monotonic()
     r = sb.exec(script, timeout=1)
-    assert r.timed_out and time.monotonic() - t < 5
-    time.sleep(3.5)
-    probe = sb.exec("test -e /tmp/rdb-survivor -o -e /tmp/rdb-survivor2 && echo alive || echo dead")
+    assert r.timed_out and time.monotonic() - t < 29  # the timeout, not the sleep, ended it
+    time.sleep(6)
+    probe = sb.exec(f"test -e /tmp/rdb-survivor-{tag} -o -e /tmp/rdb-survivor2-{tag} && echo alive || echo dead")
     assert probe.stdout.strip() == "dead"
-    assert sb.exec("ps -eo args | grep -c '^sleep 3.01$' || true").stdout.strip() == "0"
+    assert sb.exec(f"ps -eo args | grep -c '^sleep {nap}$' || true").stdout.strip() == "0"
 
 
 def test_background_process_does_not_hang_exec(sb):
