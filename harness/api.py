@@ -192,7 +192,7 @@ def new_run(tasks: list[str | Path], spec: "AgentSpec", *, trials: int = 1, conc
         specs = [with_limits(t, spec.limits.given()) for t in load_tasks(tasks)]
     except ValueError as e:  # an override the task's [agent] schema refuses
         raise ApiError(str(e)) from None
-    if sandbox == "local" and executor != "ray":  # a cluster's nodes run the trials, not this host
+    if backend(sandbox).host_runtime and executor != "ray":  # a cluster's nodes run the trials, not this host
         preflight(specs)
     if spec.model_spec is not None and spec.model_spec.price() is None:
         costly = [t.name for t in specs if t.agent.max_cost_usd is not None]
@@ -226,7 +226,7 @@ def resumed_run(run_dir: Path, executor: str | None = None, ray_address: str | N
     if executor is not None and executor != cfg.executor:
         cfg.executor, cfg.concurrency = executor, (0 if executor == "ray" else cfg.concurrency or 1)
     cfg.ray_address = ray_address or cfg.ray_address
-    if cfg.backend == "local" and cfg.executor != "ray":
+    if backend(cfg.backend).host_runtime and cfg.executor != "ray":
         preflight(the_run.tasks)
     return the_run
 

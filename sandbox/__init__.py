@@ -116,6 +116,9 @@ class Sandbox(Protocol):
     needs_images: ClassVar[bool]
     #: config.gpus reach the commands
     gpus: ClassVar[bool]
+    #: the verifier's runs use the host's own Python and packages as separate host users (so a
+    #: preflight checks, before the first trial, that those users can run what a task needs)
+    host_runtime: ClassVar[bool]
 
     def frozen_s(self) -> float:
         """Seconds this sandbox has spent frozen by timing phases so far."""
@@ -177,7 +180,7 @@ class SandboxBase:
     """The capabilities (see Sandbox) a backend class declares, with the defaults of one that
     can do none of them: it inherits these and overrides what it can do."""
 
-    isolates = freezes = needs_images = gpus = False
+    isolates = freezes = needs_images = gpus = host_runtime = False
 
     def frozen_s(self) -> float:
         return 0.0

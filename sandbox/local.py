@@ -126,6 +126,7 @@ class LocalSandbox(SandboxBase):
     """A Sandbox as a host process tree under a temporary root. See `sandbox.Sandbox`."""
 
     freezes = gpus = True  # stopped by signals in timing phases; CUDA_VISIBLE_DEVICES
+    host_runtime = True  # the host's Python, as claimed run uids
 
     def __init__(self, config: SandboxConfig):
         warnings.warn("local sandbox backend: no isolation (no network, user, cpu or memory limits)", stacklevel=2)
