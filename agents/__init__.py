@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from results.records import Usage
 from sandbox import Sandbox
 
 if TYPE_CHECKING:
@@ -44,17 +45,8 @@ class ModelTimeout(ModelError):
 @dataclass
 class AgentResult:
     stop_reason: str = "done"
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = 0.0
-    #: prompt tokens read from / written to the provider's cache (part of input_tokens)
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    #: what the cost would have been with no prompt cache (None: no price)
-    uncached_cost_usd: float | None = None
-    #: context management: old tool outputs elided, conversations compacted
-    elisions: int = 0
-    compactions: int = 0
+    #: what the model calls used (tokens, cost, context management): nested whole in trial.json
+    usage: Usage = field(default_factory=Usage)
 
 
 @dataclass

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
+from results.records import Usage
+
 from . import Reply
 
 if TYPE_CHECKING:
@@ -92,6 +94,12 @@ class Budget:
     def uncached_cost_usd(self) -> float | None:
         """What the same tokens would have cost with no prompt cache."""
         return None if self.price is None else self.price.cost(self.input_tokens, self.output_tokens)
+
+    def usage(self, elisions: int = 0, compactions: int = 0) -> Usage:
+        """What was spent, as the trial records it."""
+        return Usage(input_tokens=self.input_tokens, output_tokens=self.output_tokens, cost_usd=self.cost_usd,
+                     cache_read_tokens=self.cache_read_tokens, cache_write_tokens=self.cache_write_tokens,
+                     uncached_cost_usd=self.uncached_cost_usd, elisions=elisions, compactions=compactions)
 
     def time_left(self) -> float:
         """Seconds of agent wall time left (the clock starts at the first model call)."""

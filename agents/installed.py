@@ -160,11 +160,8 @@ class InstalledAgent(BaseAgent):
                      provider_tools=tuple(limits.provider_tools)) as gw:
             self._set_up(sandbox, ctx, gw, spec.name, settings, transcript)
             stop_reason = self._drive(sandbox, gw, budget, limits.timeout_s, logs)
-        result = AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
-                             output_tokens=budget.output_tokens, cost_usd=budget.cost_usd,
-                             cache_read_tokens=budget.cache_read_tokens, cache_write_tokens=budget.cache_write_tokens,
-                             uncached_cost_usd=budget.uncached_cost_usd)
-        transcript.log(agent="main", type="end", **result.__dict__)
+        result = AgentResult(stop_reason=stop_reason, usage=budget.usage())
+        transcript.log(agent="main", type="end", stop_reason=result.stop_reason, **result.usage.model_dump())
         return result
 
     def _set_up(self, sandbox: Sandbox, ctx: AgentContext, gw: Gateway, model: str, settings: dict,

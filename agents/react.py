@@ -98,11 +98,8 @@ class ReactAgent(BaseAgent):
         except StopAgent as e:
             stop_reason = e.reason
             self._transcript.log(agent="main", type="stop", reason=e.reason, detail=str(e))
-        result = AgentResult(stop_reason=stop_reason, input_tokens=budget.input_tokens,
-                             output_tokens=budget.output_tokens, cost_usd=budget.cost_usd,
-                             cache_read_tokens=budget.cache_read_tokens, cache_write_tokens=budget.cache_write_tokens,
-                             uncached_cost_usd=budget.uncached_cost_usd, **self._counts)
-        self._transcript.log(agent="main", type="end", **result.__dict__)
+        result = AgentResult(stop_reason=stop_reason, usage=budget.usage(**self._counts))
+        self._transcript.log(agent="main", type="end", stop_reason=result.stop_reason, **result.usage.model_dump())
         return result
 
     def _loop(self, who: str, system: str, user: str, budget: Budget, depth: int) -> tuple[str, str]:

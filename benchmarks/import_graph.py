@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/import_graph.py
 
-Arrows go only downward:  harness -> agents, sandbox, results;  agents -> sandbox.
+Arrows go only downward:  harness -> agents, sandbox, results;  agents -> sandbox, results (the
+records an agent fills: its Usage).
 results (records, registry, index, tables, plots) imports none of the others and no model
 SDK; sandbox imports none of the others. Between modules, no circle (a lazy import inside a
 function counts: it is a dependency all the same). Imports under `if TYPE_CHECKING:` are
@@ -18,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("harness", "agents", "sandbox", "results")
-ALLOWED = {"harness": {"agents", "sandbox", "results"}, "agents": {"sandbox"}, "sandbox": set(), "results": set()}
+ALLOWED = {"harness": {"agents", "sandbox", "results"}, "agents": {"sandbox", "results"}, "sandbox": set(), "results": set()}
 SDKS = {"anthropic", "openai", "docker"}
 #: run only inside sandboxes: copied in, never imported by the host
 IN_SANDBOX = "harness/kits/"  # the in-sandbox kits and the task template: never imported on the host

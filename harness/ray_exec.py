@@ -176,11 +176,7 @@ def run_on_node(spec: TrialSpec, task_tar: bytes, replay: bytes | None, image: s
 
 def infra_result(spec: TrialSpec, error: str) -> TrialResult:
     """The record of a trial the cluster lost (its node or worker died): never a score."""
-    task = spec.task
-    return TrialResult(task=task.name, agent=spec.agent.name, model=spec.agent.model, trial=spec.index,
-                       run_id=spec.run_id, kind=task.kind, score_base=task.scoring.base,
-                       score_reference=task.scoring.reference, error_class="infra", error=error,
-                       started_at=now(), finished_at=now())
+    return spec.record(error_class="infra", error=error, finished_at=now())
 
 
 class RayExecutor:

@@ -55,6 +55,14 @@ class TrialSpec:
     def trial_id(self) -> str:
         return trial_id(self.task.name, self.agent.name, self.index)
 
+    def record(self, **outcome) -> TrialResult:
+        """This trial's trial.json as it starts (its identity and its task's scoring), with `outcome`."""
+        task = self.task
+        return TrialResult(task=task.name, agent=self.agent.name, model=self.agent.model, trial=self.index,
+                           model_settings=self.agent.model_settings(), run_id=self.run_id, kind=task.kind,
+                           score_base=task.scoring.base, score_reference=task.scoring.reference,
+                           started_at=now(), **outcome)
+
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -147,11 +155,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
     (trial_dir / "logs" / "verifier.stderr").unlink(missing_ok=True)  # a resumed trial's: not live
     labels = {"rdbench.run": spec.run_id, "rdbench.trial": spec.trial_id}
     Backend = get_backend(backend)
-    result = TrialResult(task=task.name, agent=spec.agent.name, model=spec.agent.model, trial=spec.index,
-                         model_settings=spec.agent.model_settings(),
-                         run_id=spec.run_id, kind=task.kind, score_base=task.scoring.base,
-                         score_reference=task.scoring.reference,
-                         metric=task.kind if task.kind == "speedup" else None, started_at=now())
+    result = spec.record()
     phases = _Phases()
     sandboxes = []
 
@@ -181,10 +185,7 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             sb.copy_in(task.path / "workspace", "/workspace", owner=AGENT_UID)
         with phases("agent"):
             outcome = agent.run(sb, AgentContext(task=task, trial_dir=trial_dir, agent=spec.agent))
-        result.stop_reason = outcome.stop_reason
-        for key in ("input_tokens", "output_tokens", "cost_usd", "cache_read_tokens", "cache_write_tokens",
-                    "uncached_cost_usd", "elisions", "compactions"):
-            setattr(result, key, getattr(outcome, key))
+        result.stop_reason, result.usage = outcome.stop_reason, outcome.usage
         submission = trial_dir / "submission"
         with phases("submission"):
             shutil.rmtree(submission, ignore_errors=True)  # a resumed trial starts clean
@@ -203,15 +204,11 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
                 result.verify_window = [start, time.time()]
         close(vsb)
         (trial_dir / "verifier.json").write_text(verdict.model_dump_json(indent=2))
-        result.correct = verdict.correct
-        result.metric = verdict.metric
-        result.value = verdict.value if verdict.correct else None
-        for key in ("ci", "baseline_s", "candidate_s", "aa_noise", "flagged", "details"):
-            setattr(result, key, getattr(verdict, key))
+        result.verification = verdict
         if gpus:
             result.details["verify_gpus"] = gpus
     except AgentError as e:
-        result.correct, result.error_class, result.error = False, "agent", str(e)
+        result.error_class, result.error = "agent", str(e)
     except Cancelled:
         raise
     except Exception as e:  # an infrastructure fault: loud, and never a score
@@ -226,8 +223,6 @@ def run_trial(spec: TrialSpec, *, image: str, cores: CorePool, backend: str = "d
             close(sb)
         if agent is not None:
             agent.release()  # what prepare_sandbox made, also when the sandbox never started
-    if result.error_class == "infra":
-        result.correct, result.value = None, None
     result.phases = dict(phases)
     result.finished_at = now()
     write_json_atomic(trial_dir / "trial.json", result.model_dump(mode="json"))

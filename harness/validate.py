@@ -32,10 +32,10 @@ def schema_report(spec: TaskSpec) -> str:
 def check(spec: TaskSpec, r: TrialResult) -> str | None:
     """What is wrong with an oracle or nop result, or None."""
     s = spec.scoring
-    if r.correct and r.value is None and r.details.get("unavailable"):
+    if r.correct and r.value is None and r.verifier_details.get("unavailable"):
         return None  # e.g. a GPU task's speedup on a machine without a GPU: correctness was checked
     if r.error_class is not None or not r.correct or r.value is None:
-        return f"{r.agent}: {r.verdict}: {r.error or r.details.get('failure') or 'incorrect'}"
+        return f"{r.agent}: {r.verdict}: {r.error or r.verifier_details.get('failure') or 'incorrect'}"
     if r.agent == "oracle":
         need = s.reference - s.tolerance * abs(s.reference - s.base) if spec.kind == "score" else s.reference * (1 - s.tolerance)
         if r.value < need:

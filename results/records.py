@@ -46,9 +46,31 @@ class VerifierResult(BaseModel):
 ErrorClass = Literal["agent", "infra"]
 
 
+class Usage(BaseModel):
+    """What an agent's model calls used: agents.AgentResult carries one, trial.json nests it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = Field(0.0, description="dollars, from the price table; None: unknown price")
+    cache_read_tokens: int = Field(0, description="input tokens read from the provider's prompt cache")
+    cache_write_tokens: int = Field(0, description="input tokens written to the provider's prompt cache")
+    uncached_cost_usd: float | None = Field(None, description="what the tokens would have cost with no prompt cache")
+    elisions: int = Field(0, description="times old tool outputs were elided to fit the context window")
+    compactions: int = Field(0, description="times the conversation was summarised to fit the context window")
+
+
+#: the keys an older, flat trial.json held at its top level: of the verdict, and of the usage
+_FLAT_VERDICT = ("metric", "value", "ci", "baseline_s", "candidate_s", "aa_noise", "flagged")
+_FLAT_USAGE = tuple(Usage.model_fields)
+
+
 class TrialResult(BaseModel):
-    """trial.json. An infrastructure error is never a score: value stays None and the
-    trial is re-run by --resume. An agent error is a real (failed) outcome."""
+    """trial.json: one trial, the one record of it from the verifier's verdict to the index.
+
+    The verifier's verdict is nested whole (`verification`, as in verifier.json) and so is the
+    agent's model use (`usage`); what a reader wants of them (`value`, `ci`, ...) is read
+    through, never copied. An infrastructure error is never a score: `correct` and `value` are
+    None and the trial is re-run by --resume. An agent error is a real (failed) outcome."""
 
     task: str
     agent: str
@@ -60,14 +82,9 @@ class TrialResult(BaseModel):
     kind: Literal["speedup", "score"] | None = Field(None, description="the task's kind (None: an older trial.json)")
     score_base: float | None = Field(None, description="the task's scoring.base, for normalised scores")
     score_reference: float | None = Field(None, description="the task's scoring.reference")
-    correct: bool | None = None
-    metric: str | None = None
-    value: float | None = None
-    ci: list[float] | None = None
-    baseline_s: list[float] = []
-    candidate_s: list[float] = []
-    aa_noise: float | None = None
-    flagged: str | None = None
+    verification: VerifierResult | None = Field(None, description="the verifier's verdict (verifier.json); None "
+                                                "when the trial ended before it was verified")
+    usage: Usage = Usage()
     phases: dict[str, float] = Field({}, description="seconds per phase: agent_sandbox, agent, submission, verify, teardown")
     verify_cpuset: str | None = Field(None, description="cores held exclusively while verifying")
     verify_window: list[float] | None = Field(None, description="[start, end] of verification, Unix time")
@@ -76,19 +93,73 @@ class TrialResult(BaseModel):
     error_class: ErrorClass | None = None
     error: str | None = None
     stop_reason: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float | None = 0.0
-    cache_read_tokens: int = Field(0, description="input tokens read from the provider's prompt cache")
-    cache_write_tokens: int = Field(0, description="input tokens written to the provider's prompt cache")
-    uncached_cost_usd: float | None = Field(None, description="what the tokens would have cost with no prompt cache")
-    elisions: int = Field(0, description="times old tool outputs were elided to fit the context window")
-    compactions: int = Field(0, description="times the conversation was summarised to fit the context window")
     started_at: str | None = None
     finished_at: str | None = None
     node: dict[str, str] | None = Field(None, description="where it ran on a cluster: {id: the Ray node id, "
                                         "host: its host name}; None for a local run")
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = Field({}, description="the trial's own notes (the GPUs it verified on); the "
+                                    "verifier's are verification.details")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_flat(cls, data):
+        """An older trial.json: the verdict's and the usage's keys at its top level."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "usage" not in data:
+            data["usage"] = {k: data.pop(k) for k in _FLAT_USAGE if k in data}
+        if "verification" not in data:
+            flat = {k: data.pop(k) for k in _FLAT_VERDICT if k in data}
+            correct = data.pop("correct", None)
+            if correct is not None:  # it was verified, or failed before (then correct is False)
+                details = data.pop("details", {}) or {}
+                data["details"] = {k: details.pop(k) for k in ("verify_gpus",) if k in details}
+                flat["metric"] = flat.get("metric") or data.get("kind") or "speedup"
+                data["verification"] = {"correct": correct, **flat, "details": details}
+        return data
+
+    # what readers want of the verdict, read through (never stored twice)
+    @property
+    def correct(self) -> bool | None:
+        """None for an infrastructure error (no outcome), else whether the verifier passed it."""
+        if self.error_class == "infra":
+            return None
+        return self.verification is not None and self.verification.correct
+
+    @property
+    def value(self) -> float | None:
+        """The speedup or score of a correct trial; None otherwise."""
+        return self.verification.value if self.correct else None
+
+    @property
+    def metric(self) -> str | None:
+        return self.verification.metric if self.verification is not None else None
+
+    @property
+    def ci(self) -> list[float] | None:
+        return self.verification.ci if self.correct else None
+
+    @property
+    def baseline_s(self) -> list[float]:
+        return self.verification.baseline_s if self.verification is not None else []
+
+    @property
+    def candidate_s(self) -> list[float]:
+        return self.verification.candidate_s if self.verification is not None else []
+
+    @property
+    def aa_noise(self) -> float | None:
+        return self.verification.aa_noise if self.verification is not None else None
+
+    @property
+    def flagged(self) -> str | None:
+        return self.verification.flagged if self.verification is not None else None
+
+    @property
+    def verifier_details(self) -> dict[str, Any]:
+        """The verifier's details (failure, unavailable, ...); {} when unverified."""
+        return self.verification.details if self.verification is not None else {}
 
     @property
     def verdict(self) -> str:

@@ -161,25 +161,25 @@ def read_events(path: Path) -> list[dict]:
 
 
 def trial_html(r: TrialResult, d: Path) -> str:
-    v = r.verdict
+    v, u = r.verdict, r.usage
     meta = [["verdict", f'<span class="{VERDICT_CLASS[v]}">{e(v)}</span>'],
             ["value [95% CI]", e(fmt_value(r))], ["metric", e(r.metric)],
             ["A/A noise", e(f"{r.aa_noise:.1%}" if r.aa_noise is not None else "-")],
             ["baseline s", e(", ".join(f"{x:.4g}" for x in r.baseline_s) or "-")],
             ["candidate s", e(", ".join(f"{x:.4g}" for x in r.candidate_s) or "-")],
             ["phases", e(", ".join(f"{k} {s:.1f}s" for k, s in r.phases.items()))],
-            ["tokens", e(f"{r.input_tokens} in / {r.output_tokens} out"
-                         + (f" ({r.cache_read_tokens} read from and {r.cache_write_tokens} written to the cache)"
-                            if r.cache_read_tokens or r.cache_write_tokens else ""))],
+            ["tokens", e(f"{u.input_tokens} in / {u.output_tokens} out"
+                         + (f" ({u.cache_read_tokens} read from and {u.cache_write_tokens} written to the cache)"
+                            if u.cache_read_tokens or u.cache_write_tokens else ""))],
             ["model settings", e(", ".join(f"{k}={v}" for k, v in sorted(r.model_settings.items())))],
-            ["context", e(f"{r.elisions} elisions, {r.compactions} compactions" if r.elisions or r.compactions
+            ["context", e(f"{u.elisions} elisions, {u.compactions} compactions" if u.elisions or u.compactions
                           else "")],
-            ["cost", e("unknown" if r.cost_usd is None else f"${r.cost_usd:.4f}")],
+            ["cost", e("unknown" if u.cost_usd is None else f"${u.cost_usd:.4f}")],
             ["stop reason", e(r.stop_reason)], ["flagged", e(r.flagged)], ["error", e(r.error)]]
     body = [html_table(None, [m for m in meta if m[1] not in ("", "None")], left=2, raw=True)]
-    if r.details:
-        body.append(f'<details><summary>verifier details</summary><pre>{e(json.dumps(r.details, indent=1))}</pre>'
-                    "</details>")
+    for name, details in (("verifier details", r.verifier_details), ("trial details", r.details)):
+        if details:
+            body.append(f'<details><summary>{name}</summary><pre>{e(json.dumps(details, indent=1))}</pre></details>')
     patch = d / "submission.patch"
     if patch.is_file():
         text = patch.read_text(errors="replace")

@@ -15,54 +15,15 @@ import json
 import os
 import sqlite3
 from contextlib import closing, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 from .records import TrialResult, load_trial
 
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    run_dir TEXT NOT NULL,
-    agent TEXT,
-    model TEXT,
-    created_at TEXT,
-    config TEXT NOT NULL            -- run.json
-);
-CREATE TABLE IF NOT EXISTS trials (
-    run_id TEXT NOT NULL,
-    task TEXT NOT NULL,
-    agent TEXT NOT NULL,
-    trial INTEGER NOT NULL,
-    model TEXT,
-    kind TEXT,                      -- speedup | score (from task.toml), NULL if unknown
-    metric TEXT,
-    verdict TEXT NOT NULL,          -- correct | failed | infra error
-    correct INTEGER,
-    error_class TEXT,
-    value REAL,                     -- speedup or raw score; NULL unless correct
-    ci_low REAL,
-    ci_high REAL,
-    normalised REAL,                -- score tasks: (value - base) / (reference - base)
-    score_base REAL,
-    score_reference REAL,
-    baseline_s TEXT,                -- JSON lists of seconds
-    candidate_s TEXT,
-    aa_noise REAL,
-    flagged TEXT,
-    input_tokens INTEGER,
-    output_tokens INTEGER,
-    cost_usd REAL,                  -- NULL: unknown price
-    time_s REAL,                    -- the trial's phases summed
-    finished_at TEXT,
-    trial_dir TEXT,
-    result TEXT NOT NULL,           -- trial.json
-    PRIMARY KEY (run_id, task, agent, trial)
-);
-CREATE INDEX IF NOT EXISTS trials_task_model ON trials (task, model);
-"""
+#: 2: the columns are TrialRow's fields (trial.json nests the verdict and the usage); an index
+#: of version 1 is rebuilt from its run folders when opened
+SCHEMA_VERSION = 2
 
 
 class StoreError(Exception):
@@ -76,29 +37,64 @@ def default_db(runs_dir: Path = Path("runs")) -> Path:
 
 @dataclass
 class TrialRow:
-    """One indexed trial, as the aggregation reads it."""
+    """One indexed trial: what the aggregation, the suites and SQL read of a TrialResult
+    (`trial_row` is its one projection; the index's columns are these fields, and the whole
+    trial.json is kept beside them as `result`)."""
 
     run_id: str
     task: str
     agent: str
     trial: int
     model: str | None
-    kind: str | None
-    verdict: str
+    kind: str | None                    # speedup | score (from task.toml), None if unknown
+    verdict: str                        # correct | failed | infra error
     correct: bool
     error_class: str | None
-    value: float | None
+    value: float | None                 # speedup or raw score; None unless correct
     ci: list[float] | None
-    normalised: float | None
+    normalised: float | None            # score tasks: (value - base) / (reference - base)
     baseline_s: list[float] = field(default_factory=list)
     candidate_s: list[float] = field(default_factory=list)
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = 0.0
-    time_s: float = 0.0
+    cost_usd: float | None = 0.0        # None: unknown price
+    time_s: float = 0.0                 # the trial's phases summed
     trial_dir: str | None = None
     #: the model's settings, canonical JSON ("" when none): two settings of one model are two rows
     settings: str = ""
+    metric: str | None = None
+    aa_noise: float | None = None
+    flagged: str | None = None
+    finished_at: str | None = None
+    #: a correct verdict on the unchanged starting point (a KernelBench task's oracle): never "fast"
+    unchanged: bool = False
+
+
+_COLUMNS = [f.name for f in fields(TrialRow)]
+_JSON = {"ci", "baseline_s", "candidate_s"}  # lists, kept as JSON text
+
+
+def _sql_type(name: str) -> str:
+    t = TrialRow.__annotations__[name]
+    return {"int": "INTEGER", "bool": "INTEGER", "float | None": "REAL", "float": "REAL"}.get(str(t), "TEXT")
+
+
+SCHEMA = f"""
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    run_dir TEXT NOT NULL,
+    agent TEXT,
+    model TEXT,
+    created_at TEXT,
+    config TEXT NOT NULL            -- run.json
+);
+CREATE TABLE IF NOT EXISTS trials (
+    {", ".join(f"{c} {_sql_type(c)}" for c in _COLUMNS)},
+    result TEXT NOT NULL,           -- trial.json
+    PRIMARY KEY (run_id, task, agent, trial)
+);
+CREATE INDEX IF NOT EXISTS trials_task_model ON trials (task, model);
+"""
 
 
 def settings_key(settings: dict | None) -> str:
@@ -122,12 +118,15 @@ def normalised(r: TrialResult) -> float | None:
 
 
 def trial_row(r: TrialResult, trial_dir: Path | None = None) -> TrialRow:
+    u = r.usage
     return TrialRow(run_id=r.run_id, task=r.task, agent=r.agent, trial=r.trial, model=r.model, kind=_kind(r),
                     verdict=r.verdict, correct=bool(r.correct), error_class=r.error_class, value=r.value, ci=r.ci,
                     normalised=normalised(r), baseline_s=list(r.baseline_s), candidate_s=list(r.candidate_s),
-                    input_tokens=r.input_tokens, output_tokens=r.output_tokens, cost_usd=r.cost_usd,
+                    input_tokens=u.input_tokens, output_tokens=u.output_tokens, cost_usd=u.cost_usd,
                     time_s=round(sum(r.phases.values()), 3), trial_dir=str(trial_dir) if trial_dir else None,
-                    settings=settings_key(r.model_settings))
+                    settings=settings_key(r.model_settings), metric=r.metric, aa_noise=r.aa_noise,
+                    flagged=r.flagged, finished_at=r.finished_at,
+                    unchanged=bool(r.correct and r.verifier_details.get("unchanged")))
 
 
 #: reads task folders: the fields an older trial.json lacks (kind, score_base, score_reference)
@@ -182,16 +181,42 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with closing(sqlite3.connect(self.path, timeout=30)) as conn:
-                conn.executescript(SCHEMA)
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
-                if version not in (0, SCHEMA_VERSION):
+                if version > SCHEMA_VERSION:
                     raise StoreError(f"{self.path}: schema version {version}, this rdbench reads {SCHEMA_VERSION}; "
                                      "rebuild it with `rdbench results import`")
+                stale = 0 < version < SCHEMA_VERSION
+                if stale:  # an older index: its rows are rebuilt from the run folders it names
+                    with conn:
+                        conn.execute("DROP TABLE IF EXISTS trials")
+                conn.executescript(SCHEMA)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if stale:
+                    conn.commit()
+                    self._reindex(conn)
                 with conn:  # one transaction, committed on success
                     yield conn
         except (sqlite3.Error, OSError) as e:
             raise StoreError(f"{self.path}: {e}") from None
+
+    def _reindex(self, conn) -> None:
+        """Index again every run folder still there that an older index named."""
+        with conn:
+            for (run_dir,) in conn.execute("SELECT run_dir FROM runs").fetchall():
+                try:
+                    config = json.loads((Path(run_dir) / "run.json").read_text())
+                    items = run_trials(Path(run_dir), config.get("tasks") or [], self.tasks)
+                except (OSError, ValueError):
+                    continue  # gone: its run row stays, its trials with it
+                self._insert(conn, items)
+
+    @staticmethod
+    def _insert(conn, items: list[tuple[TrialResult, Path | None]]) -> None:
+        rows = [(*(json.dumps(v) if c in _JSON else v for c, v in zip(_COLUMNS, astuple(row))), r.model_dump_json())
+                for r, trial_dir in items
+                for row in [trial_row(r, Path(trial_dir).resolve() if trial_dir else None)]]
+        conn.executemany(f"INSERT OR REPLACE INTO trials ({', '.join(_COLUMNS)}, result) "
+                         f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})", rows)
 
     def add_run(self, run_id: str, run_dir: Path, config: dict) -> None:
         with self._db() as db:
@@ -204,18 +229,8 @@ class Store:
         self.add_many([(r, trial_dir)])
 
     def add_many(self, items: list[tuple[TrialResult, Path | None]]) -> None:
-        rows = []
-        for r, trial_dir in items:
-            row = trial_row(r, Path(trial_dir).resolve() if trial_dir else None)
-            ci = r.ci or [None, None]
-            rows.append((r.run_id, r.task, r.agent, r.trial, r.model, row.kind, r.metric, r.verdict,
-                         None if r.correct is None else int(r.correct), r.error_class, r.value, ci[0], ci[1],
-                         row.normalised, r.score_base, r.score_reference,
-                         json.dumps(r.baseline_s), json.dumps(r.candidate_s), r.aa_noise, r.flagged,
-                         r.input_tokens, r.output_tokens, r.cost_usd, row.time_s, r.finished_at, row.trial_dir,
-                         r.model_dump_json()))
         with self._db() as db:
-            db.executemany(f"INSERT OR REPLACE INTO trials VALUES ({', '.join('?' * 27)})", rows)
+            self._insert(db, items)
 
     def index_run(self, run_dir: Path) -> int:
         """Index every trial.json of one run folder; returns how many. Raises StoreError, or
@@ -252,17 +267,16 @@ class Store:
         if tasks is not None:
             where.append(f"task IN ({', '.join('?' * len(tasks))})")
             args.extend(tasks)
-        sql = ("SELECT run_id, task, agent, trial, model, kind, verdict, correct, error_class, value, ci_low, ci_high,"
-               " normalised, baseline_s, candidate_s, input_tokens, output_tokens, cost_usd, time_s, trial_dir,"
-               " json_extract(result, '$.model_settings') FROM trials" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY task, run_id, trial")
+        sql = (f"SELECT {', '.join(_COLUMNS)} FROM trials" + (" WHERE " + " AND ".join(where) if where else "")
+               + " ORDER BY task, run_id, trial")
         with self._db() as db:
             out = []
-            for (run_id_, task_, agent, trial, model, kind, verdict, correct, error_class, value, lo, hi, norm,
-                 bs, cs, it, ot, cost, time_s, trial_dir, settings) in db.execute(sql, args):
-                out.append(TrialRow(run_id_, task_, agent, trial, model, kind, verdict, bool(correct), error_class,
-                                    value, [lo, hi] if lo is not None else None, norm, json.loads(bs or "[]"),
-                                    json.loads(cs or "[]"), it or 0, ot or 0, cost, time_s or 0.0, trial_dir,
-                                    settings_key(json.loads(settings)) if settings else ""))
+            for values in db.execute(sql, args):
+                row = dict(zip(_COLUMNS, values))
+                for c in _JSON:
+                    row[c] = json.loads(row[c]) if row[c] else ([] if c != "ci" else None)
+                row["correct"], row["unchanged"] = bool(row["correct"]), bool(row["unchanged"])
+                out.append(TrialRow(**row))
             return out
 
 

@@ -18,9 +18,7 @@ folder of `rdbench tasks import kernelbench`, or any folder of task folders):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .aggregate import label
 from .registry import ModelInfo
@@ -40,16 +38,6 @@ class SuiteRow:
                 "correct": self.correct, **{f"fast_{p:g}": v for p, v in self.fast.items()}}
 
 
-def _unchanged(row: TrialRow) -> bool:
-    """A correct verdict on the unchanged starting point (details.unchanged, in the trial's record)."""
-    if not (row.correct and row.value is None and row.trial_dir):
-        return False
-    try:
-        return bool(json.loads((Path(row.trial_dir) / "trial.json").read_text()).get("details", {}).get("unchanged"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
 def suite_fast_p(rows: list[TrialRow], tasks: list[str], ps: list[float],
                  registry: dict[str, ModelInfo] | None = None) -> list[SuiteRow]:
     """One SuiteRow per (agent, model, settings) that ran any of `tasks`, sorted by label."""
@@ -62,7 +50,7 @@ def suite_fast_p(rows: list[TrialRow], tasks: list[str], ps: list[float],
     for (agent, model, settings), per_task in by.items():
         n = len(tasks)
         measured = any(r.correct and r.value is not None for rs in per_task.values() for r in rs)
-        correct = sum(sum(r.correct and not _unchanged(r) for r in rs) / len(rs) for rs in per_task.values()) / n
+        correct = sum(sum(r.correct and not r.unchanged for r in rs) / len(rs) for rs in per_task.values()) / n
         fast = {p: (sum(sum(r.correct and r.value is not None and r.value > p for r in rs) / len(rs)
                         for rs in per_task.values()) / n if measured else None) for p in ps}
         out.append(SuiteRow(label(agent, model, registry or {}, settings), n, len(per_task), correct, fast))

@@ -22,15 +22,15 @@ def test_anthropic_caching_is_requested_read_and_priced(base_image, tmp_path):
     body = api.requests[-1][1]
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
-    assert t.cache_read_tokens > t.input_tokens / 2 and t.cache_write_tokens > 0
-    plain = t.input_tokens - t.cache_read_tokens - t.cache_write_tokens
-    expected = (plain * 1.0 + t.cache_read_tokens * 0.1 + t.cache_write_tokens * 1.25 + t.output_tokens * 5.0) / 1e6
-    assert t.cost_usd == pytest.approx(expected)
-    assert t.uncached_cost_usd == pytest.approx((t.input_tokens * 1.0 + t.output_tokens * 5.0) / 1e6)
-    assert t.cost_usd < t.uncached_cost_usd / 2
+    assert t.usage.cache_read_tokens > t.usage.input_tokens / 2 and t.usage.cache_write_tokens > 0
+    plain = t.usage.input_tokens - t.usage.cache_read_tokens - t.usage.cache_write_tokens
+    expected = (plain * 1.0 + t.usage.cache_read_tokens * 0.1 + t.usage.cache_write_tokens * 1.25 + t.usage.output_tokens * 5.0) / 1e6
+    assert t.usage.cost_usd == pytest.approx(expected)
+    assert t.usage.uncached_cost_usd == pytest.approx((t.usage.input_tokens * 1.0 + t.usage.output_tokens * 5.0) / 1e6)
+    assert t.usage.cost_usd < t.usage.uncached_cost_usd / 2
     calls = [e for e in events(out) if e["type"] == "model_call"]
-    assert sum(e["cache_read_tokens"] for e in calls) == t.cache_read_tokens
-    print(f"\nanthropic: cost ${t.cost_usd:.4f} with caching, ${t.uncached_cost_usd:.4f} without")
+    assert sum(e["cache_read_tokens"] for e in calls) == t.usage.cache_read_tokens
+    print(f"\nanthropic: cost ${t.usage.cost_usd:.4f} with caching, ${t.usage.uncached_cost_usd:.4f} without")
 
 
 @pytest.mark.docker
@@ -40,10 +40,10 @@ def test_openai_cached_tokens_are_read_and_priced(model, base_image, tmp_path):
         r, t, _ = run(["py-primes", "--model", model, "--repeats", "1"], tmp_path,
                       env={"OPENAI_BASE_URL": api.url + "/v1"})
     assert r.returncode == 0, r.stderr
-    assert 0 < t.cache_read_tokens < t.input_tokens and t.cache_write_tokens == 0
-    plain = t.input_tokens - t.cache_read_tokens
-    assert t.cost_usd == pytest.approx((plain * 0.25 + t.cache_read_tokens * 0.025 + t.output_tokens * 2.0) / 1e6)
-    print(f"\n{model}: cost ${t.cost_usd:.4f} with caching, ${t.uncached_cost_usd:.4f} without")
+    assert 0 < t.usage.cache_read_tokens < t.usage.input_tokens and t.usage.cache_write_tokens == 0
+    plain = t.usage.input_tokens - t.usage.cache_read_tokens
+    assert t.usage.cost_usd == pytest.approx((plain * 0.25 + t.usage.cache_read_tokens * 0.025 + t.usage.output_tokens * 2.0) / 1e6)
+    print(f"\n{model}: cost ${t.usage.cost_usd:.4f} with caching, ${t.usage.uncached_cost_usd:.4f} without")
 
 
 @pytest.mark.docker

@@ -25,14 +25,14 @@ def test_a_300_turn_trial_fits_a_30k_window(provider, base_image, tmp_path):
     assert r.returncode == 0, r.stderr
     assert t.error_class is None and t.stop_reason == "submitted" and t.correct
     assert api.overflows == 0 and len(api.requests) == 300 + api.summaries
-    assert t.elisions >= 1 and t.compactions >= 1 and t.compactions == api.summaries
+    assert t.usage.elisions >= 1 and t.usage.compactions >= 1 and t.usage.compactions == api.summaries
     kinds = [e["type"] for e in events(out)]
-    assert kinds.count("compaction") == t.compactions and kinds.count("elision") == t.elisions
+    assert kinds.count("compaction") == t.usage.compactions and kinds.count("elision") == t.usage.elisions
     # the task's instruction survives every compaction, verbatim
     last = api.requests[-1][1]
     first = (last.get("messages") or last.get("input"))[0 if provider != "chat" else 1]["content"]
     assert "py-primes" in str(first) or "solve.py" in str(first)
-    print(f"\n{provider}: {t.elisions} elisions, {t.compactions} compactions, {t.input_tokens} input tokens, "
+    print(f"\n{provider}: {t.usage.elisions} elisions, {t.usage.compactions} compactions, {t.usage.input_tokens} input tokens, "
           f"largest request {max(len(str(b)) for _, b in api.requests) // 4} tokens")
 
 
@@ -43,13 +43,13 @@ def test_an_overflow_error_compacts_and_retries(provider, base_image, tmp_path):
         r, t, out = provider_run(provider, api, ["--context-window", "1000000"], tmp_path)
     assert r.returncode == 0, r.stderr
     assert t.error_class is None and t.stop_reason == "submitted"
-    assert api.overflows >= 1 and t.compactions >= 1
+    assert api.overflows >= 1 and t.usage.compactions >= 1
     overflow = [e for e in events(out) if e["type"] == "context_overflow"]
     assert overflow and overflow[0]["new_window"] == 30_000
     # the HTML report shows them: counted in the trial's table, each an event of its transcript
     rep = rdbench("report", str(out), "--out", str(tmp_path / "report.html"), "--db", str(tmp_path / "r.db"))
     assert rep.returncode == 0, rep.stderr
     html = (tmp_path / "report.html").read_text()
-    assert f"{t.elisions} elisions, {t.compactions} compactions" in html
-    assert html.count("<span class=tag>compaction</span>") == t.compactions
+    assert f"{t.usage.elisions} elisions, {t.usage.compactions} compactions" in html
+    assert html.count("<span class=tag>compaction</span>") == t.usage.compactions
     assert html.count("<span class=tag>context overflow</span>") == len(overflow)

@@ -20,6 +20,7 @@ import pytest
 
 from agents.gateway import PLACEHOLDER_KEY, Gateway, provider_tools
 from agents.budget import Budget, Transcript
+from results.records import load_trial
 from results.registry import ModelSpec
 from tests.agents.fake_api import FakeAPI, Step
 from tests.conftest import TASKS, rdbench
@@ -57,8 +58,8 @@ def _run(tmp_path, agent, model, steps, env, *extra, repeat_last=False):
                     "--out", str(tmp_path / "run"), "--db", str(tmp_path / "results.db"), *extra,
                     env={k: v.replace("{url}", api.url) for k, v in env.items()}, timeout=900)
     d = tmp_path / "run" / "trials" / f"py-primes__{agent}__0"
-    trial = json.loads((d / "trial.json").read_text()) if (d / "trial.json").is_file() else {}
-    assert trial, r.stdout + r.stderr
+    trial = load_trial(d)
+    assert trial is not None, r.stdout + r.stderr
     # the gateway's folder is removed after the copy-out (which would make Docker create it again)
     cli = next(e for e in _events(d) if e["type"] == "cli")
     assert not Path(cli["gateway"]).parent.exists(), cli["gateway"]
@@ -89,9 +90,9 @@ def test_claude_code_edits_the_workspace_through_the_gateway(tmp_path):
              Step(text="The sieve is in place.", usage=(1400, 10))]
     api, trial, d, r = _run(tmp_path, "claude-code", "anthropic/claude-sonnet-4-5", steps,
                             {"ANTHROPIC_BASE_URL": "{url}", "ANTHROPIC_API_KEY": real})
-    assert trial["correct"] is True and trial["error"] is None, (trial, r.stderr[-3000:])
-    assert trial["stop_reason"] == "submitted" and trial["value"] > 1
-    assert (trial["input_tokens"], trial["output_tokens"]) == (3600, 120) and trial["cost_usd"] > 0
+    assert trial.correct is True and trial.error is None, (trial, r.stderr[-3000:])
+    assert trial.stop_reason == "submitted" and trial.value > 1
+    assert (trial.usage.input_tokens, trial.usage.output_tokens) == (3600, 120) and trial.usage.cost_usd > 0
     # every call streamed, to the model endpoint, with the real key swapped in for the placeholder
     assert [p.partition("?")[0] for p, _ in api.requests] == ["/v1/messages"] * 3
     assert all(b.get("stream") for _, b in api.requests)
@@ -121,9 +122,9 @@ def test_codex_edits_the_workspace_through_the_gateway(tmp_path):
              Step(text="Done: the sieve is in place.", usage=(1100, 20))]
     api, trial, d, r = _run(tmp_path, "codex", "openai/gpt-5", steps,
                             {"OPENAI_BASE_URL": "{url}/v1", "OPENAI_API_KEY": real})
-    assert trial["correct"] is True and trial["error"] is None, (trial, r.stderr[-3000:])
-    assert trial["stop_reason"] == "submitted"
-    assert (trial["input_tokens"], trial["output_tokens"]) == (3000, 100)
+    assert trial.correct is True and trial.error is None, (trial, r.stderr[-3000:])
+    assert trial.stop_reason == "submitted"
+    assert (trial.usage.input_tokens, trial.usage.output_tokens) == (3000, 100)
     assert [p for p, _ in api.requests] == ["/v1/responses"] * 3 and all(b.get("stream") for _, b in api.requests)
     assert all(h["authorization"] == f"Bearer {real}" for h in api.headers)
     _no_key_inside(d / "submission", real)
@@ -137,8 +138,8 @@ def test_a_limit_at_the_gateway_ends_the_trial_and_its_submission_is_verified(tm
              Step(tool_calls=[("Bash", {"command": "rm /workspace/solve.py", "description": "oops"})])]
     api, trial, d, r = _run(tmp_path, "claude-code", "anthropic/claude-sonnet-4-5", steps,
                             {"ANTHROPIC_BASE_URL": "{url}", "ANTHROPIC_API_KEY": "sk-real-x"}, "--max-turns", "1")
-    assert trial["stop_reason"] == "turn_limit", (trial, r.stderr[-3000:])
-    assert trial["correct"] is True  # the first turn's edit, verified; the second call never left the host
+    assert trial.stop_reason == "turn_limit", (trial, r.stderr[-3000:])
+    assert trial.correct is True  # the first turn's edit, verified; the second call never left the host
     assert len(api.requests) == 1
     events = _events(d)
     assert any(e["type"] == "stop" and e["reason"] == "turn_limit" for e in events)
@@ -241,8 +242,8 @@ def test_the_gateways_folder_goes_when_the_sandbox_never_starts(tmp_path):
         r = rdbench("run", str(task), "--agent", "claude-code", "--model", "anthropic/claude-sonnet-4-5",
                     "--out", str(tmp_path / "run"), "--db", str(tmp_path / "results.db"),
                     env={"ANTHROPIC_API_KEY": "sk-x", "ANTHROPIC_BASE_URL": api.url}, timeout=600)
-    trial = json.loads((tmp_path / "run/trials/py-primes__claude-code__0/trial.json").read_text())
-    assert r.returncode != 0 and trial["error_class"] == "infra" and "memory" in trial["error"], trial
+    trial = load_trial(tmp_path / "run/trials/py-primes__claude-code__0")
+    assert r.returncode != 0 and trial.error_class == "infra" and "memory" in trial.error, trial
     assert not api.requests
     assert set(glob.glob("/tmp/rdbench-gw-*")) <= before
 
@@ -276,8 +277,8 @@ def test_a_429_the_agents_own_flood_caused_is_the_agents_outcome(tmp_path):
              Step(status=429, text="rate limited", delay=1.0)]
     api, trial, d, r = _run(tmp_path, "claude-code", "anthropic/claude-sonnet-4-5", steps,
                             {"ANTHROPIC_BASE_URL": "{url}", "ANTHROPIC_API_KEY": "sk-real-x"}, repeat_last=True)
-    assert trial["error_class"] != "infra" and trial["correct"] is True, (trial, r.stderr[-3000:])
-    assert trial["stop_reason"].startswith("cli_exit_"), trial["stop_reason"]
+    assert trial.error_class != "infra" and trial.correct is True, (trial, r.stderr[-3000:])
+    assert trial.stop_reason.startswith("cli_exit_"), trial.stop_reason
     own = [e for e in _events(d) if e["type"] == "model_error" and e.get("own_traffic")]
     assert len(own) >= 6, [e for e in _events(d) if e["type"] == "model_error"]
 

@@ -64,8 +64,8 @@ def test_tools_run_in_the_sandbox_and_the_model_sees_their_results(sandbox, tmp_
     assert "call submit" in script.requests[3]["messages"][-1]["content"]
     calls = [e for e in events if e["type"] == "model_call"]
     assert [c["turn"] for c in calls] == [1, 2, 3, 4, 5]
-    assert result.input_tokens == sum(c["input_tokens"] for c in calls) > 0
-    assert result.output_tokens == 5 * 20 and result.cost_usd > 0
+    assert result.usage.input_tokens == sum(c["input_tokens"] for c in calls) > 0
+    assert result.usage.output_tokens == 5 * 20 and result.usage.cost_usd > 0
     assert events[-1]["type"] == "end" and events[-1]["stop_reason"] == "submitted"
 
 
@@ -113,7 +113,7 @@ def test_long_outputs_are_elided_then_the_conversation_compacted(sandbox, tmp_pa
     result, events = play(sandbox, tmp_path, script, context_window=20000)
     kinds = [e["type"] for e in events]
     assert "elision" in kinds and "compaction" in kinds
-    assert result.elisions >= 1 and result.compactions >= 1 and result.stop_reason == "submitted"
+    assert result.usage.elisions >= 1 and result.usage.compactions >= 1 and result.stop_reason == "submitted"
     after = next(r for r in script.requests[script.requests.index(next(r for r in script.requests if r["final"])) + 1:])
     assert "SUMMARY-1" in after["messages"][0]["content"] and "Make answer.txt say 42." in after["messages"][0]["content"]
     elided = [m for r in script.requests for m in r["messages"] if m["role"] == "tool"
@@ -125,7 +125,7 @@ def test_a_providers_overflow_error_shrinks_the_window_and_compacts(sandbox, tmp
     script = Script([bash("true"), overflow(limit=4000), submit()], summaries=["what I did"])
     result, events = play(sandbox, tmp_path, script)
     (o,) = [e for e in events if e["type"] == "context_overflow"]
-    assert o["new_window"] == 4000 and result.compactions == 1 and result.stop_reason == "submitted"
+    assert o["new_window"] == 4000 and result.usage.compactions == 1 and result.stop_reason == "submitted"
 
 
 def test_a_sub_agent_works_on_its_share_and_reports(sandbox, tmp_path):

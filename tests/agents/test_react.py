@@ -54,7 +54,7 @@ def test_anthropic_agent_speeds_up_the_example_end_to_end(base_image, tmp_path):
     assert r.returncode == 0, r.stderr
     assert t.agent == "react" and t.model == "anthropic/claude-test"
     assert t.stop_reason == "submitted" and t.correct and t.value > 3.0
-    assert (t.input_tokens, t.output_tokens) == (400, 80)
+    assert (t.usage.input_tokens, t.usage.output_tokens) == (400, 80)
     paths = [p for p, _ in api.requests]
     assert paths == ["/v1/messages"] * 4
     # the bash tool's result went back to the model as a tool_result
@@ -73,7 +73,7 @@ def test_openai_compatible_agent_end_to_end(base_image, tmp_path):
     assert [p for p, _ in api.requests] == ["/v1/chat/completions"] * 4
     tool_msg = api.requests[3][1]["messages"][-1]
     assert tool_msg["role"] == "tool" and '{"counts": [25]}' in tool_msg["content"]
-    assert t.cost_usd is None  # no price for this model: unknown, not zero
+    assert t.usage.cost_usd is None  # no price for this model: unknown, not zero
 
 
 @pytest.mark.docker
@@ -166,7 +166,7 @@ def test_delegation_to_a_sub_agent(base_image, tmp_path):
     assert back["type"] == "tool_result" and back["content"] == "solve.py now sieves"
     subs = [e for e in events(out) if e.get("agent") == "main.sub1"]
     assert [e["type"] for e in subs][:2] == ["start", "model_call"] and subs[-1]["type"] == "end"
-    assert t.input_tokens == 400  # the sub-agent's tokens count in the trial's
+    assert t.usage.input_tokens == 400  # the sub-agent's tokens count in the trial's
 
 
 @pytest.mark.docker
@@ -178,7 +178,7 @@ def test_cost_limit_from_the_price_table(base_image, tmp_path):
                       env={"ANTHROPIC_BASE_URL": api.url})
     assert r.returncode == 0, r.stderr
     assert t.stop_reason == "cost_limit" and len(api.requests) == 2
-    assert t.cost_usd == pytest.approx(2 * (100 * 1.0 + 20 * 5.0) / 1e6)
+    assert t.usage.cost_usd == pytest.approx(2 * (100 * 1.0 + 20 * 5.0) / 1e6)
     assert t.correct is True  # the unchanged workspace is still verified
 
 
@@ -245,7 +245,7 @@ def test_live_api(model, key, base_image, tmp_path):
         pytest.skip(f"{key} is not set")
     r, t, _ = run(["py-primes", "--model", model], tmp_path)
     assert r.returncode == 0, r.stderr
-    assert t.error_class is None and t.input_tokens > 0
+    assert t.error_class is None and t.usage.input_tokens > 0
 
 
 @pytest.mark.docker
@@ -269,7 +269,7 @@ def test_output_token_limit(base_image, tmp_path):
         r, t, _ = run([str(task), "--model", "openai-compatible/x", "--base-url", api.url + "/v1", "--repeats", "1"],
                       tmp_path)
     assert r.returncode == 0, r.stderr
-    assert t.stop_reason == "token_limit" and len(api.requests) == 2 and t.output_tokens == 60
+    assert t.stop_reason == "token_limit" and len(api.requests) == 2 and t.usage.output_tokens == 60
 
 
 @pytest.mark.docker

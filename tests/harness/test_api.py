@@ -31,7 +31,9 @@ def test_a_run_writes_its_folder_and_indexes_every_trial(task, tmp_path):
     assert "+42" in (trial / "submission.patch").read_text()
     verdict = json.loads((trial / "verifier.json").read_text())
     assert verdict["details"]["repeats"] == 2 and "secret_seed" in verdict["details"]  # the task's repeats
-    assert set(json.loads((trial / "trial.json").read_text())["phases"]) >= {"agent", "verify", "submission"}
+    record = json.loads((trial / "trial.json").read_text())
+    assert set(record["phases"]) >= {"agent", "verify", "submission"}
+    assert record["verification"] == verdict  # the verifier's verdict, nested whole: the one record of it
     (group,) = api.results(tmp_path / "i.db")
     assert (group.task, group.label, group.trials, group.success_rate) == ("tiny", "oracle", 2, 1.0)
     assert group.geomean.value == pytest.approx(2.0)
@@ -40,7 +42,7 @@ def test_a_run_writes_its_folder_and_indexes_every_trial(task, tmp_path):
 def test_an_unchanged_workspace_is_a_failed_trial_not_an_infra_error(task, tmp_path):
     (trial,) = api.run([task], agent="nop", sandbox="fake", out=tmp_path / "run", db=tmp_path / "i.db", repeats=3)
     assert (trial.verdict, trial.error_class, trial.value) == ("failed", None, None)
-    assert trial.details["answer"] == "0" and trial.details["repeats"] == 3
+    assert trial.verifier_details["answer"] == "0" and trial.verifier_details["repeats"] == 3
 
 
 def test_resume_runs_only_the_unfinished_trials(task, tmp_path):
@@ -49,7 +51,7 @@ def test_resume_runs_only_the_unfinished_trials(task, tmp_path):
     kept = (run / "trials" / "tiny__oracle__0" / "trial.json").read_text()
     (run / "trials" / "tiny__oracle__1" / "trial.json").unlink()  # cut short
     infra = json.loads((run / "trials" / "tiny__oracle__2" / "trial.json").read_text())
-    infra.update(error_class="infra", error="SandboxError: engine down", correct=None, value=None)
+    infra.update(error_class="infra", error="SandboxError: engine down", verification=None)
     (run / "trials" / "tiny__oracle__2" / "trial.json").write_text(json.dumps(infra))
     started = []
     trials = api.run(resume=run, db=tmp_path / "i.db", on_start=lambda s: started.append(s.trial_id))

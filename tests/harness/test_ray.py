@@ -80,7 +80,7 @@ class Cluster:
 
     def stop(self, name: str) -> None:
         proc = self.procs.pop(name)
-        for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 30)):  # SIGKILL: what a graceful stop left
+        for sig, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):  # SIGKILL: what a graceful stop left
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:

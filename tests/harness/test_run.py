@@ -18,7 +18,7 @@ from harness.scaffold import scaffold
 from results.records import TrialResult
 from tests.conftest import ROOT, TASKS, rdbench
 
-FIELDS = {"task", "agent", "model", "trial", "correct", "metric", "value", "ci", "phases", "error_class", "error"}
+FIELDS = {"task", "agent", "model", "trial", "verification", "usage", "phases", "error_class", "error"}
 
 
 def trials(run_dir: Path) -> dict[str, TrialResult]:
@@ -153,7 +153,7 @@ def test_local_backend_runs_a_trial_and_says_it_does_not_isolate(tmp_path):
     (t,) = trials(tmp_path / "run").values()
     assert t.correct and t.value > 1.0
     # as root the verifier keeps the kit's user separation (issue 11); the agent is not isolated
-    assert t.details["isolated"] is (os.geteuid() == 0)
+    assert t.verifier_details["isolated"] is (os.geteuid() == 0)
     assert "no isolation" in r.stderr
 
 

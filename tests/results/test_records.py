@@ -52,3 +52,56 @@ def test_an_older_trial_json_without_the_task_fields_still_loads():
     r = TrialResult.model_validate({"task": "t", "agent": "nop", "trial": 0, "run_id": "r", "correct": True,
                                     "metric": "speedup", "value": 1.0})
     assert r.kind is None and r.score_base is None and r.trial_id == "t__nop__0"
+
+
+FLAT = {"task": "t", "agent": "react", "model": "openai/gpt-5", "trial": 0, "run_id": "r", "kind": "speedup",
+        "correct": True, "metric": "speedup", "value": 3.0, "ci": [2.5, 3.5], "baseline_s": [1.0, 1.1],
+        "candidate_s": [0.3, 0.4], "aa_noise": 0.02, "flagged": None, "input_tokens": 1200, "output_tokens": 80,
+        "cost_usd": 0.01, "elisions": 2, "phases": {"agent": 10.0, "verify": 5.0},
+        "details": {"repeats": 2, "verify_gpus": [0]}}
+
+
+def test_an_older_flat_trial_json_reads_as_the_nested_record():
+    """The flat trial.json of earlier versions (the verdict's and usage's keys copied to the top)
+    reads into the one record: the verdict nested, the usage nested, the trial's own details apart."""
+    r = TrialResult.model_validate(FLAT)
+    assert r.verification.correct and r.verification.value == 3.0 and r.verification.details == {"repeats": 2}
+    assert (r.correct, r.value, r.ci, r.aa_noise, r.baseline_s) == (True, 3.0, [2.5, 3.5], 0.02, [1.0, 1.1])
+    assert (r.usage.input_tokens, r.usage.output_tokens, r.usage.elisions) == (1200, 80, 2)
+    assert r.details == {"verify_gpus": [0]}
+    written = json.loads(r.model_dump_json())
+    assert "value" not in written and "input_tokens" not in written  # nothing stored twice
+    assert TrialResult.model_validate(written) == r
+
+
+def test_the_outcome_is_read_through_the_verdict_never_copied():
+    ok = TrialResult.model_validate(FLAT)
+    assert ok.model_copy(update={"error_class": "infra"}).value is None  # an infra fault is never a score
+    assert ok.model_copy(update={"error_class": "infra"}).correct is None
+    failed = ok.model_copy(update={"verification": ok.verification.model_copy(update={"correct": False})})
+    assert (failed.correct, failed.value, failed.ci) == (False, None, None)
+    agent_error = TrialResult(task="t", agent="react", trial=0, run_id="r", error_class="agent", error="budget")
+    assert (agent_error.correct, agent_error.value, agent_error.metric, agent_error.verdict) == (False, None, None,
+                                                                                                  "failed")
+
+
+def test_an_index_of_the_older_schema_is_rebuilt_from_its_run_folders(tmp_path):
+    """A results.db written by schema 1 (flat columns) is rebuilt on first open: its rows
+    come back from the run folders it names, in the new columns, nothing lost."""
+    import sqlite3
+
+    run = write_run(tmp_path / "runs", "r1", tmp_path / "tasks" / "t", "react", "openai/gpt-5",
+                    [{k: v for k, v in FLAT.items() if k not in ("task", "agent", "model", "trial", "run_id", "phases")}])
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:  # what version 1 left: other columns, and the run's folder
+        conn.executescript("CREATE TABLE runs (run_id TEXT PRIMARY KEY, run_dir TEXT NOT NULL, agent TEXT, "
+                           "model TEXT, created_at TEXT, config TEXT NOT NULL);"
+                           "CREATE TABLE trials (run_id TEXT, task TEXT, agent TEXT, trial INTEGER, ci_low REAL, "
+                           "result TEXT NOT NULL, PRIMARY KEY (run_id, task, agent, trial));"
+                           "PRAGMA user_version = 1;")
+        conn.execute("INSERT INTO runs VALUES ('r1', ?, 'react', 'openai/gpt-5', '', '{}')", (str(run),))
+        conn.execute("INSERT INTO trials VALUES ('r1', 't', 'react', 0, 2.5, '{}')")
+    (row,) = Store(db).rows()
+    assert (row.value, row.ci, row.input_tokens, row.cost_usd, row.verdict) == (3.0, [2.5, 3.5], 1200, 0.01, "correct")
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -84,7 +84,8 @@ def test_a_resumed_trial_replaces_its_row(tmp_path):
     assert [r.verdict for r in store.rows()] == ["infra error", "correct"]
     p = run / "trials" / "synthetic__oracle__0" / "trial.json"
     t = TrialResult.model_validate_json(p.read_text())
-    p.write_text(t.model_copy(update={"error_class": None, "error": None, **speedup(7.0)}).model_dump_json())
+    resumed = t.model_dump(exclude={"verification"}) | {"error_class": None, "error": None, **speedup(7.0)}
+    p.write_text(TrialResult.model_validate(resumed).model_dump_json())
     store.import_runs(tmp_path / "runs")
     assert [(r.verdict, r.value) for r in store.rows()] == [("correct", 7.0), ("correct", 5.0)]
 

@@ -103,6 +103,7 @@ def _cpu_torch_index(tmp_path: Path) -> str:
     return f"file://{tmp_path / 'index'}"
 
 
+@pytest.mark.slow  # pip resolves against PyPI
 def test_cpu_wheel_set_resolved_isolated_is_closed(tmp_path):
     """pip, with none of this machine's configuration (no local wheel folder, no local index),
     resolves torch's CPU build and everything it requires; every requirement of every wheel

@@ -283,9 +283,6 @@ def test_fast_p_over_a_suite_counts_never_attempted_problems(tmp_path):
     for n in range(4):
         (suite / f"kb-l1-00{n}-p").mkdir(parents=True)
         (suite / f"kb-l1-00{n}-p" / "task.toml").write_text(f'name = "kb-l1-00{n}-p"\n')
-    unchanged_dir = tmp_path / "trial-unchanged"
-    unchanged_dir.mkdir()
-    unchanged_dir.joinpath("trial.json").write_text(json.dumps({"details": {"unchanged": True}}))
 
     def trial(task, model, i, correct, value=None, infra=False, details=None):
         return TrialResult(task=task, agent="react", model=model, trial=i, run_id="r", correct=None if infra else correct,
@@ -297,8 +294,7 @@ def test_fast_p_over_a_suite_counts_never_attempted_problems(tmp_path):
         (trial("kb-l1-000-p", "openai/a", 0, True, 2.0), None),
         (trial("kb-l1-000-p", "openai/a", 1, True, 0.8), None),    # the problem is fast in half its trials at p=1
         (trial("kb-l1-001-p", "openai/a", 0, True, 1.2), None),
-        (trial("kb-l1-002-p", "openai/a", 0, True, None, details={"unchanged": True, "unavailable": "x"}),
-         unchanged_dir),
+        (trial("kb-l1-002-p", "openai/a", 0, True, None, details={"unchanged": True, "unavailable": "x"}), None),
         (trial("kb-l1-003-p", "openai/a", 0, False, infra=True), None),   # infra: retried, never a zero
         (trial("kb-l1-003-p", "openai/b", 0, True, 3.0), None),
         (trial("other-task", "openai/b", 0, True, 9.0), None),           # not in the suite

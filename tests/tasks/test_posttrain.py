@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from results.records import load_trial
 from sandbox import SandboxConfig
 from sandbox.docker import DockerSandbox
 from tests.conftest import TASKS, rdbench
@@ -45,10 +46,10 @@ def base_arrays() -> dict[str, np.ndarray]:
 def test_oracle_scores_one_and_nop_zero(base_image, tmp_path, agent, want):
     r = rdbench("run", str(TASK), "--agent", agent, "--out", str(tmp_path / "run"), timeout=1200)
     assert r.returncode == 0, r.stdout + r.stderr
-    t = json.loads((tmp_path / f"run/trials/posttrain-mini__{agent}__0/trial.json").read_text())
-    assert t["correct"] is True and t["metric"] == "normalised_score"
-    assert t["value"] == pytest.approx(want, abs=1e-9)  # oracle = the reference's weights; nop = the base's
-    acc, score = t["details"]["accuracy"], t["details"]["score"]
+    t = load_trial(tmp_path / f"run/trials/posttrain-mini__{agent}__0")
+    assert t.correct is True and t.metric == "normalised_score"
+    assert t.value == pytest.approx(want, abs=1e-9)  # oracle = the reference's weights; nop = the base's
+    acc, score = t.verifier_details["accuracy"], t.verifier_details["score"]
     assert max(acc["base"].values()) < 0.1, acc  # the base model cannot do the tasks
     assert score["reference"] > score["base"] + 0.2, score  # the reference clearly can
 
