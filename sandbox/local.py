@@ -31,6 +31,7 @@ import subprocess
 import sys
 import json
 import tempfile
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -301,10 +302,33 @@ def _signal(sig: int, pids):
     """Send `sig` to a sandbox's exec server and every process under it; `pids()`: name -> pid."""
     def send(name: str) -> None:
         pid = pids().get(name)
+        sent = set()
         for _ in range(2 if sig == signal.SIGSTOP else 1):  # a second pass: children forked meanwhile
             for p in [pid, *descendants(pid)] if pid is not None else []:
                 try:
                     os.kill(p, sig)
+                    sent.add(p)
                 except OSError:
                     pass
+        if sig == signal.SIGSTOP:
+            _wait_stopped(sent)
     return send
+
+
+def _wait_stopped(pids: set[int], limit_s: float = 2.0) -> None:
+    """Until each of `pids` is stopped (or gone): a SIGSTOP takes effect only when the process
+    is next scheduled, which on a loaded host is after kill() returned, and a timing phase
+    must not start while the agent still runs. Bounded: a process that never stops (one in an
+    uninterruptible sleep) is not waited on past `limit_s`."""
+    deadline = time.monotonic() + limit_s
+    left = set(pids)
+    while left and time.monotonic() < deadline:
+        for p in list(left):
+            try:
+                state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                state = "X"  # gone
+            if state in ("T", "t", "X", "Z"):
+                left.discard(p)
+        if left:
+            time.sleep(0.005)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from results.records import TrialResult
 from tests.conftest import TASKS, rdbench
 from tests.sandbox.test_tree import chain as chain_of_folders
 
@@ -169,9 +170,9 @@ for i in range(1500):
         r = rdbench("run", "py-primes", "--replay", str(transcript), "--repeats", "1", "--out", str(tmp_path / "run"))
         assert "Traceback" not in r.stderr, r.stderr[-3000:]
         (path,) = (tmp_path / "run").glob("trials/*/trial.json")
-        trial = json.loads(path.read_text())
-        assert trial["error_class"] is None and trial["correct"] is True, trial
-        assert trial["stop_reason"] == "replayed 1 tool calls", trial
+        trial = TrialResult.model_validate_json(path.read_text())
+        assert trial.error_class is None and trial.correct is True, trial
+        assert trial.stop_reason == "replayed 1 tool calls", trial
         assert r.returncode == 0, r.stderr[-2000:]
         (kept,) = (tmp_path / "run").glob("trials/*/submission/chain")
         levels = 0

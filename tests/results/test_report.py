@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from results.records import TrialResult
 from tests.agents.fake_api import FakeAPI, Step, submit
 from tests.conftest import TASKS, rdbench
 
@@ -97,9 +98,9 @@ def test_report_of_an_llm_run_in_a_real_browser(react_run, tmp_path):
     (group,) = json.loads(rdbench("results", "--format", "json", "--db", str(react_run.parent / "results.db")).stdout)
     assert group["label"] == "Claude Opus 4.5"
     assert f"{group['geomean']:.2f}x [{group['geomean_ci_low']:.2f}, {group['geomean_ci_high']:.2f}]" in dom
-    (trial,) = [json.loads(p.read_text()) for p in react_run.glob("trials/*/trial.json")]
-    assert f"{trial['value']:.2f}x [{trial['ci'][0]:.2f}, {trial['ci'][1]:.2f}]" in dom
-    assert f"${trial['cost_usd']:.4f}" in dom and trial["cost_usd"] > 0
+    (trial,) = [TrialResult.model_validate_json(p.read_text()) for p in react_run.glob("trials/*/trial.json")]
+    assert f"{trial.value:.2f}x [{trial.ci[0]:.2f}, {trial.ci[1]:.2f}]" in dom
+    assert f"${trial.usage.cost_usd:.4f}" in dom and trial.usage.cost_usd > 0
     # agent text is shown as text, never run as markup
     assert "&lt;script&gt;console.error(\"injected\")&lt;/script&gt;" in dom and "<b>bold</b>" not in dom
     # the diff, and the sub-agent's events nested in their own collapsible block
@@ -126,9 +127,9 @@ def test_report_of_the_oracle_run_shows_its_numbers(primes_runs, tmp_path):
     for g in groups.values():  # this run's row, and the nop run's in the comparison across runs
         assert f"{g['geomean']:.2f}x [{g['geomean_ci_low']:.2f}, {g['geomean_ci_high']:.2f}]" in dom
     for p in primes_runs.oracle.glob("trials/*/trial.json"):
-        t = json.loads(p.read_text())
-        assert f"{t['value']:.2f}x [{t['ci'][0]:.2f}, {t['ci'][1]:.2f}]" in dom
-        assert f"{t['baseline_s'][0]:.4g}" in dom
+        t = TrialResult.model_validate_json(p.read_text())
+        assert f"{t.value:.2f}x [{t.ci[0]:.2f}, {t.ci[1]:.2f}]" in dom
+        assert f"{t.baseline_s[0]:.4g}" in dom
     assert "+++ b/solve.py" in dom  # the oracle's diff against the baseline
 
 
