@@ -286,14 +286,16 @@ def report(
 
 
 @app.command()
-def clean(all_: bool = typer.Option(False, "--all", help="also containers of runs that still seem alive"),
+def clean(all_: bool = typer.Option(False, "--all", help="also what runs that still seem alive hold"),
+          sandbox: str = typer.Option("docker", help="the backend whose leftovers go: docker (containers labelled "
+                                      "rdbench=1) or local (sandbox folders and their processes)"),
           executor: str = typer.Option("local", help="local (this machine) or ray (every node of the Ray cluster)"),
           ray_address: Optional[str] = typer.Option(None, envvar="RAY_ADDRESS", help=RAY_ADDRESS_HELP)):
-    """Remove containers left by dead runs (label rdbench=1), here or on every node of a Ray cluster."""
-    from sandbox import SandboxError
-    from sandbox.docker import remove_containers
+    """Remove what dead runs left (containers labelled rdbench=1; with --sandbox local, sandbox
+    folders and their processes), here or on every node of a Ray cluster."""
+    from sandbox import SandboxError, get_backend
 
-    from .cli_support import docker_client, executor_or_fail
+    from .cli_support import executor_or_fail
 
     if executor != "local":
         from rich.markup import escape
@@ -309,10 +311,12 @@ def clean(all_: bool = typer.Option(False, "--all", help="also containers of run
                           + (f": {' '.join(removed)}" if removed else ""), highlight=False)
         return
     try:
-        removed = remove_containers(docker_client(), dead_only=not all_)
-    except SandboxError as e:
+        backend = get_backend(sandbox)
+        removed = backend.remove_leftovers(alive=all_)
+    except (SandboxError, ValueError) as e:
         fail(str(e), 1)
-    console.print(f"removed {len(removed)} container(s)" + (f": {' '.join(removed)}" if removed else ""))
+    console.print(f"removed {len(removed)} {backend.leftover_noun}" + (f": {' '.join(removed)}" if removed else ""),
+                  highlight=False)
 
 
 def main():  # pragma: no cover

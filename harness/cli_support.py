@@ -117,14 +117,14 @@ def containers(backend: str | None, resume_hint: str | None = None):
 
     sandboxes = get_backend(backend) if backend else None
     if sandboxes is not None and (leftovers := sandboxes.remove_leftovers()):
-        err.print(f"removed {len(leftovers)} container(s) left by dead runs")
+        err.print(f"removed {len(leftovers)} {sandboxes.leftover_noun} left by dead runs")
     old_term = signal.signal(signal.SIGTERM, _sigterm)
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         yield
     except KeyboardInterrupt:
         if sandboxes is not None and (removed := sandboxes.remove_leftovers(own=True)):
-            err.print(f"interrupted: removed {len(removed)} container(s)")
+            err.print(f"interrupted: removed {len(removed)} {sandboxes.leftover_noun}")
         if resume_hint:
             err.print(resume_hint)
         _exit_now_if_stuck(130)

@@ -125,9 +125,10 @@ class Sandbox(Protocol):
         ...
 
     @classmethod
-    def remove_leftovers(cls, own: bool = False) -> list[str]:
-        """Remove what dead runs left on this machine (with `own`: what this process started);
-        the names of what went. Best effort."""
+    def remove_leftovers(cls, own: bool = False, alive: bool = False) -> list[str]:
+        """Remove what dead runs left on this machine (with `own`: what this process started;
+        with `alive`: also what runs that still seem alive hold); the names of what went.
+        Best effort."""
         ...
 
     def exec(
@@ -181,12 +182,14 @@ class SandboxBase:
     can do none of them: it inherits these and overrides what it can do."""
 
     isolates = freezes = needs_images = gpus = host_runtime = False
+    #: what `remove_leftovers` names, in messages ("removed 3 container(s)")
+    leftover_noun = "leftover(s)"
 
     def frozen_s(self) -> float:
         return 0.0
 
     @classmethod
-    def remove_leftovers(cls, own: bool = False) -> list[str]:
+    def remove_leftovers(cls, own: bool = False, alive: bool = False) -> list[str]:
         return []
 
 

@@ -131,7 +131,10 @@ class DockerSandbox(SandboxBase, Spawner):
     """A Sandbox in one Docker container. See `sandbox.Sandbox` for the method contracts."""
 
     isolates = freezes = needs_images = gpus = True  # leftovers: containers of dead runs (own: this process's)
-    remove_leftovers = classmethod(lambda cls, own=False: remove_containers(client_from_env(), own=own))
+    remove_leftovers = classmethod(lambda cls, own=False, alive=False: remove_containers(
+        client_from_env(), own=own, dead_only=not alive))
+    leftover_noun = "container(s)"
+
     def __init__(self, config: SandboxConfig, client: docker.DockerClient | None = None):
         self.config = config
         self.client = client or client_from_env()

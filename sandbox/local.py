@@ -150,6 +150,8 @@ class LocalSandbox(SandboxBase):
             [sys.executable, *BOOT_ARGV[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             cwd=self.path(config.workdir), env=env, start_new_session=True,
         )
+        # whose it is: what `remove_leftovers` reads when the process that made it died unclosed
+        (self.root / OWNER_FILE).write_text(json.dumps({"owner": os.getpid(), "server": self._proc.pid}))
         self.name = f"local:{self.root.name}"
         self._server = ServerClient(self._send, self._proc.stdout.readline, self.name)
         self._server.request("ping")
@@ -160,6 +162,27 @@ class LocalSandbox(SandboxBase):
             self._entry = _listing(locks) / f"{self.root.name}.json"
             self._entry.write_text(json.dumps({"name": self.name, "pid": self._proc.pid, "owner": os.getpid()}))
             self._book.join(self.name, None, _signal(signal.SIGSTOP, lambda: {self.name: self._proc.pid}))
+
+    leftover_noun = "sandbox folder(s)"
+
+    @classmethod
+    def remove_leftovers(cls, own: bool = False, alive: bool = False) -> list[str]:
+        """Sandbox roots whose rdbench process died without closing them (with `own`: this
+        process's; with `alive`: every one): the processes still running in them are killed,
+        the folders removed."""
+        removed = []
+        for root in Path(tempfile.gettempdir()).glob("rdbench-local-*"):
+            try:
+                owner = json.loads((root / OWNER_FILE).read_text())["owner"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # not (yet) a sandbox root: being made, or not ours
+            if own and owner != os.getpid() or not own and not alive and _alive(owner):
+                continue
+            _kill_rooted(root)
+            subprocess.run(["rm", "-rf", "--one-file-system", str(root)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)  # rm walks a deep chain a run left; rmtree recursed
+            removed.append(f"local:{root.name}")
+        return removed
 
     @classmethod
     @contextmanager
@@ -278,6 +301,40 @@ def _copy_tree(src: Path, dst: Path, owner: int | None, keep_link=lambda path: T
     if owner is not None:
         for p in made:
             os.lchown(p, owner, owner)
+
+#: in each sandbox root: {"owner": the rdbench process's pid, "server": the exec server's}
+OWNER_FILE = ".rdbench-owner"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's: alive
+    return True
+
+
+def _kill_rooted(root: Path) -> None:
+    """Kill every process started in sandbox `root` (its environment names the root; commands
+    run in sessions of their own, so a dead server's children are no longer below it)."""
+    mark = f"RDBENCH_SANDBOX_ROOT={root}".encode()
+    for _ in range(3):  # again: what forked meanwhile
+        found = False
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit() or int(d.name) == os.getpid():
+                continue
+            try:
+                if mark in (d / "environ").read_bytes().split(b"\0"):
+                    os.kill(int(d.name), signal.SIGKILL)
+                    found = True
+            except OSError:
+                continue
+        if not found:
+            return
+        time.sleep(0.05)
+
 
 def _listing(lock_dir: Path) -> Path:
     d = Path(lock_dir) / "local-agents"

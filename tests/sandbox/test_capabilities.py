@@ -37,7 +37,7 @@ class Recorder(FakeSandbox):
         yield
 
     @classmethod
-    def remove_leftovers(cls, own: bool = False) -> list[str]:
+    def remove_leftovers(cls, own: bool = False, alive: bool = False) -> list[str]:
         _call("leftovers", own)
         return []
 
