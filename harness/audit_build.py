@@ -93,9 +93,13 @@ def insert_hook(path: Path, hook: str) -> None:
     path.write_text("".join(lines[:at]) + hook + "".join(lines[at:]))
 
 
-def entry_scripts(folder: Path) -> list[Path]:
-    """The programs of a submission: its .py files that run something as `__main__`."""
-    return sorted(p for p in folder.rglob("*.py") if re.search(r"__name__\s*==\s*['\"]__main__['\"]", p.read_text()))
+def entry_scripts(folder: Path, named: list[str] = ()) -> list[Path]:
+    """The programs of a submission: its .py files that run something as `__main__`, and those
+    the verifier names (`named`: a script with no such guard, as cpu-lm-train's train.py, runs
+    as `__main__` all the same; before, its escapes went into a file it only imports, never ran,
+    and every row "held" for nothing)."""
+    guarded = {p for p in folder.rglob("*.py") if re.search(r"__name__\s*==\s*['\"]__main__['\"]", p.read_text())}
+    return sorted(guarded | {folder / n for n in named if n.endswith(".py") and (folder / n).is_file()})
 
 
 def with_escape(spec: TaskSpec, shape: Shape, dest: Path, code: str, params: dict | None = None,
@@ -108,7 +112,7 @@ def with_escape(spec: TaskSpec, shape: Shape, dest: Path, code: str, params: dic
     if shape.kind == "module":
         insert_hook(sub / f"{shape.module}.py", MODULE_HOOK)
     else:
-        for script in entry_scripts(sub):
+        for script in entry_scripts(sub, verifier_file_names(spec)):
             insert_hook(script, PROGRAM_HOOK)
     return sub
 

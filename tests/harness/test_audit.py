@@ -72,6 +72,25 @@ def test_a_program_escape_wraps_every_entry_script(tmp_path):
     assert (sub / "_rdbench_escape.py").read_text().endswith((build.KIT / "slow.py").read_text())
 
 
+@pytest.mark.parametrize("task", ["py-primes", "cpu-lm-train"])
+def test_the_escape_goes_into_the_program_the_verifier_runs(tmp_path, task):
+    """Every program the verifier names gets the hook, guarded or not: cpu-lm-train's train.py
+    is a script without `if __name__ == "__main__"`, and its escapes once went only into
+    data.py (which it imports), so they never ran and every row held for nothing."""
+    spec = load_task(TASKS / task)
+    sub = build.with_escape(spec, build.task_shape(spec), tmp_path / "sub", "slow.py")
+    named = [n for n in build.verifier_file_names(spec) if n.endswith(".py") and (sub / n).is_file()]
+    assert named, "the verifier names no program of the submission"
+    for name in named:
+        assert build.ESCAPE_MODULE + ".start()" in (sub / name).read_text(), name
+    # and it runs first when the program runs: the too-slow escape's start() takes no time,
+    # so run the hooked program with an escape module that only says it ran
+    (sub / f"{build.ESCAPE_MODULE}.py").write_text("def start():\n    print('ESCAPE-RAN', flush=True)\n"
+                                                   "    raise SystemExit(0)\n")
+    r = subprocess.run([sys.executable, named[0]], cwd=sub, capture_output=True, text=True, timeout=60)
+    assert r.stdout.strip() == "ESCAPE-RAN", r.stdout + r.stderr
+
+
 def test_judge_holds_only_what_did_not_score():
     from harness.audit import Escape, judge
     from results.records import VerifierResult
