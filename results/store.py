@@ -204,9 +204,8 @@ class Store:
         with conn:
             for (run_dir,) in conn.execute("SELECT run_dir FROM runs").fetchall():
                 try:
-                    config = json.loads((Path(run_dir) / "run.json").read_text())
-                    items = run_trials(Path(run_dir), config.get("tasks") or [], self.tasks)
-                except (OSError, ValueError):
+                    _, items = self._read_run(Path(run_dir))
+                except ValueError:
                     continue  # gone: its run row stays, its trials with it
                 self._insert(conn, items)
 
@@ -236,15 +235,21 @@ class Store:
         """Index every trial.json of one run folder; returns how many. Raises StoreError, or
         ValueError for a folder without a valid run.json. Needs no task folder (but reads
         those still there for trial.json files older than the task fields)."""
-        try:
-            config = json.loads((run_dir / "run.json").read_text())
-            run_id = config["run_id"]
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{run_dir}: not a run folder ({e})") from None
-        items = run_trials(run_dir, config.get("tasks") or [], self.tasks)
-        self.add_run(run_id, run_dir, config)
+        config, items = self._read_run(run_dir)
+        self.add_run(config["run_id"], run_dir, config)
         self.add_many(items)
         return len(items)
+
+    def _read_run(self, run_dir: Path) -> tuple[dict, list[tuple[TrialResult, Path]]]:
+        """A run folder's run.json and its trials; ValueError for a folder without a valid run.json."""
+        try:
+            config = json.loads((run_dir / "run.json").read_text())
+            if "run_id" not in config:
+                raise KeyError("run_id")
+            tasks = config.get("tasks") or []
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"{run_dir}: not a run folder ({e})") from None
+        return config, run_trials(run_dir, tasks, self.tasks)
 
     def import_runs(self, path: Path) -> ImportReport:
         """Index a run folder, or every run folder directly under `path`."""

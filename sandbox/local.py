@@ -151,7 +151,7 @@ class LocalSandbox(SandboxBase):
             cwd=self.path(config.workdir), env=env, start_new_session=True,
         )
         # whose it is: what `remove_leftovers` reads when the process that made it died unclosed
-        (self.root / OWNER_FILE).write_text(json.dumps({"owner": os.getpid(), "server": self._proc.pid}))
+        (self.root / OWNER_FILE).write_text(json.dumps({"owner": os.getpid()}))
         self.name = f"local:{self.root.name}"
         self._server = ServerClient(self._send, self._proc.stdout.readline, self.name)
         self._server.request("ping")
@@ -302,7 +302,7 @@ def _copy_tree(src: Path, dst: Path, owner: int | None, keep_link=lambda path: T
         for p in made:
             os.lchown(p, owner, owner)
 
-#: in each sandbox root: {"owner": the rdbench process's pid, "server": the exec server's}
+#: in each sandbox root: {"owner": the pid of the rdbench process that made it}
 OWNER_FILE = ".rdbench-owner"
 
 

@@ -100,6 +100,11 @@ def test_an_index_of_the_older_schema_is_rebuilt_from_its_run_folders(tmp_path):
                            "result TEXT NOT NULL, PRIMARY KEY (run_id, task, agent, trial));"
                            "PRAGMA user_version = 1;")
         conn.execute("INSERT INTO runs VALUES ('r1', ?, 'react', 'openai/gpt-5', '', '{}')", (str(run),))
+        broken = tmp_path / "runs" / "broken"  # a folder it named whose run.json is no longer a run's
+        broken.mkdir()
+        (broken / "run.json").write_text("[1, 2]")
+        conn.execute("INSERT INTO runs VALUES ('r2', ?, 'nop', NULL, '', '{}')", (str(broken),))
+        conn.execute("INSERT INTO runs VALUES ('r3', ?, 'nop', NULL, '', '{}')", (str(tmp_path / "gone"),))
         conn.execute("INSERT INTO trials VALUES ('r1', 't', 'react', 0, 2.5, '{}')")
     (row,) = Store(db).rows()
     assert (row.value, row.ci, row.input_tokens, row.cost_usd, row.verdict) == (3.0, [2.5, 3.5], 1200, 0.01, "correct")
