@@ -63,6 +63,22 @@ def task_shape(spec: TaskSpec) -> Shape:
                  reference=ref.read_text() if ref.is_file() else None)
 
 
+#: what in a verifier's source starts a process that can run submitted code: the verify kit's
+#: run, the kernel kits' runners, or the standard library's own ways
+RUNS_CODE = re.compile(r"\bkit\.run\(|\bkernel_kit\b|\bkernelbench_kit\b|\bsubprocess\b|\bos\.(system|exec\w*|spawn\w*|popen|posix_spawn\w*)\b")
+
+
+def runs_submission_code(spec: TaskSpec) -> str:
+    """Where the task's verifier starts a process that can run the submission's code
+    ("verify.py:110 kit.run("), or "" if its sources start none (it only reads files)."""
+    for src in sorted((spec.path / "verifier").glob("*.py")):
+        for n, line in enumerate(src.read_text(errors="replace").splitlines(), 1):
+            m = RUNS_CODE.search(line.split("#", 1)[0])
+            if m:
+                return f"{src.name}:{n} {m.group(0)}"
+    return ""
+
+
 def starting_point(spec: TaskSpec, dest: Path, oracle: bool = False) -> Path:
     """The task's workspace (with `oracle`, overlaid with its solution/) copied to `dest`."""
     shutil.copytree(spec.path / "workspace", dest, symlinks=True)

@@ -24,7 +24,7 @@ from tests.conftest import TASKS, rdbench
 #: Rows that fail on this branch because their fix lives on another branch of issue 22, or is
 #: escapes known not to hold, by task kind (none: every row of every shipped task must hold)
 PENDING: dict[str, set[str]] = {"program": set(), "module": set()}
-VERDICTS = {"correct", "incorrect", "infra", "crash"}
+VERDICTS = {"correct", "incorrect", "infra", "crash", "moot"}
 
 
 def audit(task: str, *extra: str, timeout: float = 3600) -> tuple[int, list[dict]]:
@@ -40,7 +40,8 @@ def check_rows(kind: str, code: int, rows: list[dict], names: list[str]) -> None
         if r["escape"] not in PENDING[kind]:
             assert r["held"], r
         if r["held"]:
-            assert r["verdict"] in ("correct", "incorrect"), r  # never infra, never a crash
+            assert r["verdict"] in ("correct", "incorrect", "moot"), r  # never infra, never a crash
+    assert rows[0]["escape"] == "canary"
     assert code == (0 if all(r["held"] for r in rows) else 1)
 
 
@@ -108,6 +109,58 @@ def test_judge_holds_only_what_did_not_score():
     assert judge(primes, decoy, v(unavailable="no GPU"))[0] is False  # a kernel cheat must be incorrect
     assert judge(posttrain, cache, v(value=0.0, ci=[0.0, 0.0]))[0] is True
     assert judge(posttrain, cache, v(value=1.0, ci=[0.9, 1.0]))[0] is False  # the reference's weights read back
+
+
+def test_the_canary_tells_which_verifiers_run_submitted_code():
+    """Static half of the canary's judgement: which verifiers start processes (and so must have
+    run the canary's failing hook), and what its verdicts mean."""
+    from harness.audit import CANARY, Escape, judge
+    from results.records import VerifierResult
+
+    runs = {p.name: build.runs_submission_code(load_task(p)) for p in sorted(TASKS.iterdir())
+            if (p / "task.toml").is_file()}
+    assert runs.pop("posttrain-mini") == "" and all(runs.values()), runs
+    assert runs["py-primes"].startswith("verify.py:") and "kit.run(" in runs["py-primes"]
+    canary = Escape(CANARY, "", None, must_fail=True)
+    primes, posttrain = load_task(TASKS / "py-primes"), load_task(TASKS / "posttrain-mini")
+    failed = VerifierResult(correct=False, metric="speedup", details={"failure": "exit 97"})
+    passed = VerifierResult(correct=True, metric="speedup", value=1.0, ci=[0.9, 1.1])
+    assert judge(primes, canary, failed)[0] and judge(posttrain, canary, failed)[0]
+    held, why = judge(primes, canary, passed)
+    assert not held and "never ran" in why and "kit.run(" in why
+    held, why = judge(posttrain, canary, passed)
+    assert held and "runs none of the submission's code" in why
+
+
+@pytest.mark.slow
+def test_the_canary_catches_an_audit_whose_hook_never_runs(monkeypatch):
+    """The bug b2f58a0 fixed, put back: the hook goes into no program, so no escape's code runs
+    and every row would hold for nothing. The canary's candidate is then judged correct by a
+    verifier that runs programs: its row does not hold, and the audit fails (real py-primes
+    verifications, local sandbox)."""
+    from harness.audit import grader, run_audit
+
+    spec = load_task(TASKS / "py-primes")
+    rows = run_audit(spec, grader(spec, "local"), only=["cache-tmp"])
+    assert [(r.escape, r.verdict, r.held) for r in rows] == [("canary", "incorrect", True), ("cache-tmp", "correct", True)]
+    assert "exit 97" in rows[0].reason
+    monkeypatch.setattr(build, "entry_scripts", lambda folder, named=(): [])
+    rows = run_audit(spec, grader(spec, "local"), only=["cache-tmp"])
+    assert [(r.escape, r.verdict, r.held) for r in rows] == [("canary", "correct", False), ("cache-tmp", "correct", True)]
+    assert "never ran" in rows[0].reason
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_escapes_that_need_code_are_moot_where_the_verifier_runs_none(base_image):
+    """posttrain-mini's verifier reads the weights file and runs nothing of the submission: the
+    canary is judged on merit (held), the hooked escapes are moot (not run), the static ones
+    (a deep chain in the submission) still go through the verifier."""
+    code, rows = audit("posttrain-mini", "--only", "cache-tmp", "--only", "deep-chain-submission")
+    assert code == 0, rows
+    assert [(r["escape"], r["verdict"]) for r in rows] == [("canary", "correct"), ("cache-tmp", "moot"),
+                                                           ("deep-chain-submission", "correct")]
+    assert "runs none of the submission's code" in rows[0]["reason"] and rows[1]["seconds"] == 0
 
 
 # ---- the controls: with nothing removing them, the caches carry answers between runs ----

@@ -297,3 +297,21 @@ def test_no_run_is_given_a_corpus_an_earlier_run_saw(base_image, tmp_path, fresh
         assert v["correct"] is True and len(v["candidate_s"]) == 3, v["details"].get("failure")
     else:
         assert v["correct"] is False and "given to an earlier run" in v["details"]["failure"], v
+
+
+@pytest.mark.docker
+@pytest.mark.extended  # ~2.5 minutes
+def test_a_candidate_that_never_exits_is_cut_at_three_baselines(base_image, tmp_path):
+    """The first pair times the baseline first, so the candidate's limit is always three times a
+    measured baseline run (at least 120 s), never the 1,800 s a first run once got when it went
+    first: the audit's too-slow escape (the work, then sleep forever) is incorrect at 120 s here.
+    The canary runs too, and must show that the escapes' code ran in train.py."""
+    task = short_task(tmp_path)
+    r = rdbench("tasks", "audit", str(task), "--only", "too-slow", "--format", "json", timeout=1200)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = {row["escape"]: row for row in json.loads(r.stdout)}
+    assert rows["canary"]["verdict"] == "incorrect" and "exit 97" in rows["canary"]["reason"], rows
+    slow = rows["too-slow"]
+    assert slow["verdict"] == "incorrect" and "timed out after" in slow["reason"], slow
+    # max(120, 3 x a ~3 s baseline): the old limits were 600 s at least, 1,800 s when it went first
+    assert float(slow["reason"].split("timed out after ")[1].split()[0]) < 600, slow
