@@ -169,11 +169,12 @@ CONTROLS = {"file": "cache_file.py", "System V shared memory": "cache_sysv.py",
             "POSIX message queue": "cache_mqueue.py", "page cache": "cache_pagecache.py"}
 
 
-@pytest.mark.parametrize("place", list(CONTROLS))
-def test_the_caches_carry_answers_between_plain_processes(tmp_path, place):
+def carried_once(folder, place) -> bool:
+    """One round: a run computes and keeps its answer, then a run that can no longer compute
+    must answer from the cache alone."""
     spec = load_task(TASKS / "py-primes")
-    params = {"folder": str(tmp_path)} if place == "file" else {}
-    sub = build.with_escape(spec, build.task_shape(spec), tmp_path / "sub", CONTROLS[place], params)
+    params = {"folder": str(folder)} if place == "file" else {}
+    sub = build.with_escape(spec, build.task_shape(spec), folder / "sub", CONTROLS[place], params)
     lo = 10_000 + uuid.uuid4().int % 1_000_000  # queries no other run has seen: a key of its own
     (sub / "input.json").write_text(json.dumps({"queries": [[lo, lo + 300]]}))
     key = None
@@ -188,12 +189,27 @@ def test_the_caches_carry_answers_between_plain_processes(tmp_path, place):
                               "'input.json', 'output.json']; print(e.input_key())"], cwd=sub, capture_output=True,
                              text=True, check=True).stdout.strip()
         second = subprocess.run([sys.executable, "solve.py", "input.json", "output.json"], cwd=sub, timeout=120)
-        assert second.returncode == 0 and (sub / "output.json").read_text() == answer
+        return second.returncode == 0 and (sub / "output.json").read_text() == answer
     finally:
         if key and place == "System V shared memory":
             subprocess.run(["ipcrm", "-M", str(int(key[:7], 16))], capture_output=True)
         elif key and place == "POSIX message queue":
             ctypes.CDLL("librt.so.1").mq_unlink(("/rdbench-" + key[:20]).encode())
+
+
+@pytest.mark.parametrize("place", list(CONTROLS))
+def test_the_caches_carry_answers_between_plain_processes(tmp_path, place):
+    """The page cache is read by timing one-page reads (1 us resident, ~100 us not), which a
+    busy host can blur in one round (it did once in the fast tier): it gets three rounds, each
+    with a key of its own; the channel must carry in one of them. The others get one round."""
+    rounds = 3 if place == "page cache" else 1
+    results = []
+    for n in range(rounds):
+        (tmp_path / str(n)).mkdir()
+        results.append(carried_once(tmp_path / str(n), place))
+        if results[-1]:
+            break
+    assert results[-1], f"{place}: no answer carried in {len(results)} round(s)"
 
 
 # ---- the audit, through the real CLI ----
