@@ -41,6 +41,13 @@ class Escape:
     #: not run, where the canary shows that the verifier runs none of the submission's code
     hooked: bool = True
 
+    @property
+    def held_when(self) -> str:
+        """When `judge` counts this escape as held, in words (`tasks audit --list`)."""
+        if self.name == CANARY:
+            return "incorrect (or on merit, if the verifier starts no process)"
+        return "incorrect" if self.must_fail else "incorrect or no gain"
+
 
 def _escape(code: str, params: dict | None = None):
     return lambda spec, shape, dest: build.with_escape(spec, shape, dest, code, params)

@@ -65,7 +65,8 @@ def task_shape(spec: TaskSpec) -> Shape:
 
 #: what in a verifier's source starts a process that can run submitted code: the verify kit's
 #: run, the kernel kits' runners, or the standard library's own ways
-RUNS_CODE = re.compile(r"\bkit\.run\(|\bkernel_kit\b|\bkernelbench_kit\b|\bsubprocess\b|\bos\.(system|exec\w*|spawn\w*|popen|posix_spawn\w*)\b")
+RUNS_CODE = re.compile(r"\bkit\.run\(|\bkernel_kit\b|\bkernelbench_kit\b|\bsubprocess\b"
+                       r"|\bos\.(system|exec\w*|spawn\w*|popen|posix_spawn\w*)\b")
 
 
 def runs_submission_code(spec: TaskSpec) -> str:

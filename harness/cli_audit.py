@@ -85,7 +85,7 @@ def tasks_audit(
     from rich.markup import escape
     from rich.table import Table
 
-    from .audit import CANARY, catalogue, grader, run_audit
+    from .audit import catalogue, grader, run_audit
     from .audit_build import task_shape
     from .cli_support import containers, images_or_fail, load_tasks
 
@@ -102,9 +102,7 @@ def tasks_audit(
         for col in ("escape", "what", "repeats", "held when"):
             t.add_column(col)
         for e in escapes:
-            held_when = ("incorrect (or on merit, if the verifier starts no process)" if e.name == CANARY
-                         else "incorrect" if e.must_fail else "incorrect or no gain")
-            t.add_row(e.name, escape(e.what), str(e.repeats), held_when)
+            t.add_row(e.name, escape(e.what), str(e.repeats), e.held_when)
         console.print(t)
         return
     images_or_fail([spec], sandbox)  # built (or refused) once, before the first escape
